@@ -1,0 +1,64 @@
+//! Serves one client connection: handshake, then frames until the client leaves.
+
+use crate::frame::{parse_body, parse_header, HEADER_BYTES, QUERY_BYTES_LIMIT};
+use crate::handshake::{handshake, write_refusal, HandshakeError};
+use crate::response;
+use crate::scram::UserStore;
+use crate::session::Session;
+use crate::session::ServerInfo;
+use futures_lite::io::BufReader;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use rdb_query::ErrorKind;
+use std::io;
+
+/// Runs the protocol on `stream` until the client disconnects or misbehaves.
+/// Errors are per-connection: they never affect other clients.
+pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    users: &UserStore,
+    server: &ServerInfo,
+) -> io::Result<()> {
+    let mut s = BufReader::new(stream);
+    match handshake(&mut s, users).await {
+        Ok(user) => tracing::debug!(user, "client authenticated"),
+        Err(HandshakeError::Io(e)) => return Err(e),
+        Err(HandshakeError::Refused { code, message, json }) => {
+            tracing::debug!(code, message, "handshake refused");
+            write_refusal(s.get_mut(), code, &message, json).await?;
+            return Ok(());
+        }
+    }
+    let mut session = Session::new(server.clone());
+    let mut header = [0u8; HEADER_BYTES];
+    let mut body = Vec::new();
+    loop {
+        match s.read_exact(&mut header).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let h = parse_header(&header);
+        if h.len >= QUERY_BYTES_LIMIT {
+            let msg = format!(
+                "Query size ({}) greater than maximum ({}).",
+                h.len,
+                QUERY_BYTES_LIMIT - 1
+            );
+            let out = response::client_error(h.token, ErrorKind::ResourceLimit, &msg);
+            s.get_mut().write_all(&out).await?;
+            s.get_mut().flush().await?;
+            // The rest of the stream is the oversized body: the connection cannot resync.
+            return Ok(());
+        }
+        body.resize(h.len as usize, 0);
+        s.read_exact(&mut body).await?;
+        let parsed = parse_body(&body);
+        if let Some(out) = session.handle(h.token, parsed) {
+            s.get_mut().write_all(&out).await?;
+            s.get_mut().flush().await?;
+        }
+        if body.capacity() > 1 << 20 {
+            body = Vec::new();
+        }
+    }
+}

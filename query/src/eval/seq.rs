@@ -1,0 +1,988 @@
+//! Sequences: lazy streams, and the sequence terms (map, filter, reduce, order_by,
+//! group...). Array inputs produce arrays eagerly; stream inputs stay lazy.
+
+use super::{arg_datum, int, num, string, Callable, Ctx, Grouped, Optargs, Val};
+use crate::datum::{Datum, Object};
+use crate::error::{logic, non_existence, ErrorKind, Frame, ReqlError, Result};
+use crate::term_type as tt;
+use rand::seq::SliceRandom;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+type DatumIter = Box<dyn Iterator<Item = Result<Datum>>>;
+
+/// A lazy sequence of datums (from `r.range`, later from tables).
+pub struct Stream {
+    iter: DatumIter,
+    /// Infinite streams refuse to be collected.
+    pub infinite: bool,
+}
+
+impl Stream {
+    pub fn new(iter: DatumIter, infinite: bool) -> Stream {
+        Stream { iter, infinite }
+    }
+    pub fn from_vec(v: Vec<Datum>) -> Stream {
+        Stream::new(Box::new(v.into_iter().map(Ok)), false)
+    }
+
+    /// The next element, or `None` at the end.
+    pub fn next_datum(&mut self) -> Result<Option<Datum>> {
+        self.iter.next().transpose()
+    }
+
+    pub fn map(self, mut f: impl FnMut(Datum) -> Result<Datum> + 'static) -> Stream {
+        Stream::new(Box::new(self.iter.map(move |r| r.and_then(&mut f))), self.infinite)
+    }
+
+    pub fn filter_map(self, mut f: impl FnMut(Datum) -> Result<Option<Datum>> + 'static) -> Stream {
+        let infinite = self.infinite;
+        Stream::new(
+            Box::new(self.iter.filter_map(move |r| match r {
+                Ok(d) => f(d).transpose(),
+                Err(e) => Some(Err(e)),
+            })),
+            infinite,
+        )
+    }
+
+    fn infinite_error() -> ReqlError {
+        logic(
+            "Cannot use an infinite stream with an aggregation function (`reduce`, `count`, etc.) or coerce it to an array.",
+        )
+    }
+
+    /// Reads the whole stream, bounded by `array_limit`.
+    pub fn collect_all(mut self, ctx: &Ctx) -> Result<Vec<Datum>> {
+        if self.infinite {
+            return Err(Stream::infinite_error());
+        }
+        let mut out = Vec::new();
+        while let Some(d) = self.next_datum()? {
+            out.push(d);
+            ctx.check_array(out.len())?;
+        }
+        Ok(out)
+    }
+
+    /// Iterates for an aggregation (no array limit, but refuses infinite streams).
+    fn into_terminal_iter(self) -> Result<DatumIter> {
+        if self.infinite {
+            return Err(Stream::infinite_error());
+        }
+        Ok(self.iter)
+    }
+}
+
+/// A sequence argument: an array datum or a stream.
+pub enum SeqIn {
+    Array(Arc<Vec<Datum>>),
+    Stream(Stream),
+}
+
+impl SeqIn {
+    pub fn from_val(_ctx: &Ctx, v: Val) -> Result<SeqIn> {
+        match v {
+            Val::Datum(Datum::Array(a)) => Ok(SeqIn::Array(a)),
+            Val::Stream(s) => Ok(SeqIn::Stream(s)),
+            Val::Datum(d) => {
+                let mut e = logic(format!("Cannot convert {} to SEQUENCE", d.type_name()));
+                if matches!(d, Datum::Null) {
+                    e.kind = ErrorKind::NonExistence;
+                }
+                Err(e)
+            }
+            other => Err(logic(format!("Cannot convert {} to SEQUENCE", other.type_name()))),
+        }
+    }
+    pub fn is_array(&self) -> bool {
+        matches!(self, SeqIn::Array(_))
+    }
+    pub fn into_stream(self) -> Stream {
+        match self {
+            SeqIn::Array(a) => {
+                let len = a.len();
+                Stream::new(Box::new((0..len).map(move |i| Ok(a[i].clone()))), false)
+            }
+            SeqIn::Stream(s) => s,
+        }
+    }
+    /// All elements, for operations that need the whole sequence.
+    pub fn into_vec(self, ctx: &Ctx) -> Result<Vec<Datum>> {
+        match self {
+            SeqIn::Array(a) => Ok(Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone())),
+            SeqIn::Stream(s) => s.collect_all(ctx),
+        }
+    }
+    fn terminal_iter(self) -> Result<DatumIter> {
+        match self {
+            SeqIn::Array(a) => {
+                let len = a.len();
+                Ok(Box::new((0..len).map(move |i| Ok(a[i].clone()))))
+            }
+            SeqIn::Stream(s) => s.into_terminal_iter(),
+        }
+    }
+}
+
+/// Arrays in, arrays out: streams built over an array are collected eagerly.
+pub fn finish(ctx: &Ctx, s: Stream, is_array: bool) -> Result<Val> {
+    if is_array {
+        Ok(Val::Datum(Datum::array(s.collect_all(ctx)?)))
+    } else {
+        Ok(Val::Stream(s))
+    }
+}
+
+fn seq_arg(ctx: &Ctx, args: &mut Vec<Val>) -> Result<SeqIn> {
+    let first = std::mem::replace(&mut args[0], Val::Datum(Datum::Null));
+    SeqIn::from_val(ctx, first).map_err(|e| e.with_frame(Frame::Pos(0)))
+}
+
+fn callable(args: &mut [Val], i: usize) -> Callable {
+    std::mem::replace(&mut args[i], Val::Datum(Datum::Null)).into_callable()
+}
+
+/// A function argument, or a field name standing for `row(field)`.
+fn field_or_func(ctx: &Ctx, args: &mut [Val], i: usize) -> Result<Callable> {
+    match &args[i] {
+        Val::Func(_) => Ok(callable(args, i)),
+        _ => {
+            let d = arg_datum(ctx, args, i)?;
+            Ok(Callable::Field(d))
+        }
+    }
+}
+
+pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
+    if super::object::is_object_op(ty) {
+        return super::object::apply(ctx, ty, args);
+    }
+    match ty {
+        tt::RANGE => range(ctx, &args),
+        tt::MAP => {
+            let last = args.len() - 1;
+            let f = callable(&mut args, last);
+            if let Some(n) = f.arity() {
+                if n != 0 && n != args.len() - 1 {
+                    return Err(logic(format!(
+                        "The function passed to `map` expects {n} argument{}, but {} sequence{} found.",
+                        if n == 1 { "" } else { "s" },
+                        args.len() - 1,
+                        if args.len() - 1 == 1 { " was" } else { "s were" }
+                    )));
+                }
+            }
+            args.pop();
+            if args.len() == 1 {
+                let seq = seq_arg(ctx, &mut args)?;
+                let is_array = seq.is_array();
+                let ctx2 = ctx.clone();
+                let s = seq.into_stream().map(move |d| f.call_datum(&ctx2, &[d]));
+                return finish(ctx, s, is_array);
+            }
+            // Multi-sequence map: zip the inputs, stopping at the shortest.
+            let mut streams = Vec::new();
+            let mut all_arrays = true;
+            let mut infinite = true;
+            for v in args.drain(..) {
+                let s = SeqIn::from_val(ctx, v)?;
+                all_arrays &= s.is_array();
+                let st = s.into_stream();
+                infinite &= st.infinite;
+                streams.push(st);
+            }
+            let ctx2 = ctx.clone();
+            let iter = std::iter::from_fn(move || {
+                let mut row = Vec::with_capacity(streams.len());
+                for s in streams.iter_mut() {
+                    match s.next_datum() {
+                        Ok(Some(d)) => row.push(d),
+                        Ok(None) => return None,
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                Some(f.call_datum(&ctx2, &row))
+            });
+            finish(ctx, Stream::new(Box::new(iter), infinite), all_arrays)
+        }
+        tt::FILTER => {
+            let seq = seq_arg(ctx, &mut args)?;
+            let is_array = seq.is_array();
+            let pred = callable(&mut args, 1);
+            let default = opt.datum("default")?;
+            let ctx2 = ctx.clone();
+            let s = seq.into_stream().filter_map(move |d| {
+                let keep = match pred.call_predicate(&ctx2, &d) {
+                    Ok(b) => b,
+                    Err(e) if e.kind == ErrorKind::NonExistence => match &default {
+                        None => false,
+                        Some(def) => def.truthy(),
+                    },
+                    Err(e) => return Err(e),
+                };
+                Ok(if keep { Some(d) } else { None })
+            });
+            finish(ctx, s, is_array)
+        }
+        tt::CONCAT_MAP => {
+            let seq = seq_arg(ctx, &mut args)?;
+            let is_array = seq.is_array();
+            let infinite = !is_array && matches!(&seq, SeqIn::Stream(s) if s.infinite);
+            let f = callable(&mut args, 1);
+            let ctx2 = ctx.clone();
+            let mut inner = seq.into_stream();
+            let mut pending: std::vec::IntoIter<Datum> = Vec::new().into_iter();
+            let iter = std::iter::from_fn(move || loop {
+                if let Some(d) = pending.next() {
+                    return Some(Ok(d));
+                }
+                match inner.next_datum() {
+                    Ok(Some(d)) => match f.call(&ctx2, &[d]) {
+                        Ok(Val::Datum(Datum::Array(a))) => pending = (*a).clone().into_iter(),
+                        Ok(Val::Stream(s)) => match s.collect_all(&ctx2) {
+                            Ok(v) => pending = v.into_iter(),
+                            Err(e) => return Some(Err(e)),
+                        },
+                        Ok(other) => {
+                            return Some(Err(logic(format!(
+                                "Cannot convert {} to SEQUENCE",
+                                other.type_name()
+                            ))))
+                        }
+                        Err(e) => return Some(Err(e)),
+                    },
+                    Ok(None) => return None,
+                    Err(e) => return Some(Err(e)),
+                }
+            });
+            finish(ctx, Stream::new(Box::new(iter), infinite), is_array)
+        }
+        tt::REDUCE => {
+            let seq = seq_arg(ctx, &mut args)?;
+            let f = callable(&mut args, 1);
+            let mut acc: Option<Datum> = None;
+            for d in seq.terminal_iter()? {
+                let d = d?;
+                acc = Some(match acc {
+                    None => d,
+                    Some(a) => f.call_datum(ctx, &[a, d])?,
+                });
+            }
+            acc.map(Val::Datum).ok_or_else(|| non_existence("Cannot reduce over an empty stream."))
+        }
+        tt::FOLD => fold(ctx, args, opt),
+        tt::COUNT => {
+            if args.len() == 2 {
+                let seq_or = std::mem::replace(&mut args[0], Val::Datum(Datum::Null));
+                if let Val::Datum(d @ (Datum::Str(_) | Datum::Binary(_) | Datum::Object(_))) = &seq_or {
+                    let _ = d;
+                    return Err(logic(format!(
+                        "Cannot convert {} to SEQUENCE",
+                        seq_or.type_name()
+                    )));
+                }
+                let seq = SeqIn::from_val(ctx, seq_or)?;
+                let pred = callable(&mut args, 1);
+                let mut n = 0usize;
+                for d in seq.terminal_iter()? {
+                    if pred.call_predicate(ctx, &d?)? {
+                        n += 1;
+                    }
+                }
+                return Ok(Val::Datum(Datum::Num(n as f64)));
+            }
+            match &args[0] {
+                Val::Datum(Datum::Str(s)) => {
+                    return Ok(Val::Datum(Datum::Num(s.chars().count() as f64)))
+                }
+                Val::Datum(Datum::Binary(b)) => return Ok(Val::Datum(Datum::Num(b.len() as f64))),
+                Val::Datum(Datum::Object(o)) => return Ok(Val::Datum(Datum::Num(o.len() as f64))),
+                _ => {}
+            }
+            let seq = seq_arg(ctx, &mut args)?;
+            let n = match seq {
+                SeqIn::Array(a) => a.len(),
+                s => {
+                    let mut n = 0;
+                    for d in s.terminal_iter()? {
+                        d?;
+                        n += 1;
+                    }
+                    n
+                }
+            };
+            Ok(Val::Datum(Datum::Num(n as f64)))
+        }
+        tt::SUM | tt::AVG | tt::MIN | tt::MAX => aggregate(ctx, ty, args, opt),
+        tt::DISTINCT => {
+            if opt.has("index") {
+                return Err(logic("Cannot call distinct with an index on a non-table sequence."));
+            }
+            let seq = seq_arg(ctx, &mut args)?;
+            let is_array = seq.is_array();
+            let mut set = std::collections::BTreeSet::new();
+            for d in seq.terminal_iter()? {
+                set.insert(d?);
+                ctx.check_array(set.len())?;
+            }
+            let v: Vec<Datum> = set.into_iter().collect();
+            if is_array {
+                Ok(Val::Datum(Datum::array(v)))
+            } else {
+                Ok(Val::Stream(Stream::from_vec(v)))
+            }
+        }
+        tt::ASC | tt::DESC => Err(logic(format!(
+            "{} may only be used as an argument to ORDER_BY.",
+            if ty == tt::ASC { "ASC" } else { "DESC" }
+        ))),
+        tt::UNION => {
+            if opt.has("interleave") {
+                let il = opt.datum("interleave")?;
+                if let Some(d) = il {
+                    if !matches!(d, Datum::Bool(_)) {
+                        return Err(logic("`interleave` must be a boolean or a field name: ordered union is not supported by this server yet."));
+                    }
+                }
+            }
+            let mut all_arrays = true;
+            let mut infinite = false;
+            let mut streams = Vec::new();
+            for (i, v) in args.into_iter().enumerate() {
+                let s = SeqIn::from_val(ctx, v).map_err(|e| e.with_frame(Frame::Pos(i)))?;
+                all_arrays &= s.is_array();
+                let st = s.into_stream();
+                infinite |= st.infinite;
+                streams.push(st);
+            }
+            let iter = streams.into_iter().flat_map(|s| s.iter);
+            finish(ctx, Stream::new(Box::new(iter), infinite), all_arrays)
+        }
+        tt::ZIP => {
+            let seq = seq_arg(ctx, &mut args)?;
+            let is_array = seq.is_array();
+            let s = seq.into_stream().map(|d| {
+                let l = d.get_field("left").cloned().ok_or_else(|| {
+                    logic("ZIP can only be called on the result of a join.")
+                })?;
+                let r = d.get_field("right");
+                match r {
+                    None => Ok(l),
+                    Some(r) => Ok(super::object::merge(&l, r)),
+                }
+            });
+            finish(ctx, s, is_array)
+        }
+        tt::LIMIT | tt::SKIP => {
+            let n = int(&arg_datum(ctx, &args, 1)?)?;
+            if n < 0 {
+                return Err(logic(if ty == tt::LIMIT {
+                    format!("LIMIT takes a non-negative argument (got {n})")
+                } else {
+                    format!("Cannot use a negative left index on a stream.")
+                }));
+            }
+            let seq = seq_arg(ctx, &mut args)?;
+            let is_array = seq.is_array();
+            let st = seq.into_stream();
+            let infinite = st.infinite && ty == tt::SKIP;
+            let iter: DatumIter = if ty == tt::LIMIT {
+                Box::new(st.iter.take(n as usize))
+            } else {
+                Box::new(st.iter.skip(n as usize))
+            };
+            finish(ctx, Stream::new(iter, infinite), is_array)
+        }
+        tt::SLICE => slice(ctx, args, opt),
+        tt::NTH => {
+            let idx = arg_datum(ctx, &args, 1)?;
+            args.truncate(1);
+            nth(ctx, args.remove(0), &idx)
+        }
+        tt::IS_EMPTY => {
+            let seq = seq_arg(ctx, &mut args)?;
+            let mut s = seq.into_stream();
+            Ok(Val::Datum(Datum::Bool(s.next_datum()?.is_none())))
+        }
+        tt::SAMPLE => {
+            let n = int(&arg_datum(ctx, &args, 1)?)?;
+            if n < 0 {
+                return Err(logic("Number of items to sample must be non-negative, got `-1`.".replace("-1", &n.to_string())));
+            }
+            let seq = seq_arg(ctx, &mut args)?;
+            let is_array = seq.is_array();
+            let mut v = seq.into_vec(ctx)?;
+            let mut rng = ctx.rng.borrow_mut();
+            v.shuffle(&mut *rng);
+            v.truncate(n as usize);
+            if is_array {
+                Ok(Val::Datum(Datum::array(v)))
+            } else {
+                Ok(Val::Stream(Stream::from_vec(v)))
+            }
+        }
+        tt::OFFSETS_OF => {
+            let seq = seq_arg(ctx, &mut args)?;
+            let is_array = seq.is_array();
+            let pred = match &args[1] {
+                Val::Func(_) => callable(&mut args, 1),
+                _ => Callable::Eq(arg_datum(ctx, &args, 1)?),
+            };
+            let ctx2 = ctx.clone();
+            let mut i = 0usize;
+            let s = seq.into_stream().filter_map(move |d| {
+                let idx = i;
+                i += 1;
+                Ok(if pred.call_predicate(&ctx2, &d)? { Some(Datum::Num(idx as f64)) } else { None })
+            });
+            finish(ctx, s, is_array)
+        }
+        tt::CONTAINS => {
+            let seq = seq_arg(ctx, &mut args)?;
+            let mut wanted: Vec<Callable> = Vec::new();
+            for i in 1..args.len() {
+                wanted.push(match &args[i] {
+                    Val::Func(_) => callable(&mut args, i),
+                    _ => Callable::Eq(arg_datum(ctx, &args, i)?),
+                });
+            }
+            for d in seq.terminal_iter()? {
+                let d = d?;
+                if let Some(pos) = position(ctx, &wanted, &d)? {
+                    wanted.swap_remove(pos);
+                }
+                if wanted.is_empty() {
+                    return Ok(Val::Datum(Datum::Bool(true)));
+                }
+            }
+            Ok(Val::Datum(Datum::Bool(wanted.is_empty())))
+        }
+        tt::GROUP => group(ctx, args, opt),
+        tt::UNGROUP => match &args[0] {
+            Val::Grouped(g) => Ok(Val::Datum(ungroup(g))),
+            other => Err(logic(format!(
+                "Expected type GROUPED_DATA but found {}.",
+                other.type_name()
+            ))),
+        },
+        tt::INNER_JOIN | tt::OUTER_JOIN => {
+            let left = seq_arg(ctx, &mut args)?;
+            let is_array = left.is_array();
+            let right = SeqIn::from_val(ctx, std::mem::replace(&mut args[1], Val::Datum(Datum::Null)))?
+                .into_vec(ctx)?;
+            let pred = callable(&mut args, 2);
+            let outer = ty == tt::OUTER_JOIN;
+            let ctx2 = ctx.clone();
+            let mut left = left.into_stream();
+            let mut pending: std::vec::IntoIter<Datum> = Vec::new().into_iter();
+            let iter = std::iter::from_fn(move || loop {
+                if let Some(d) = pending.next() {
+                    return Some(Ok(d));
+                }
+                let l = match left.next_datum() {
+                    Ok(Some(l)) => l,
+                    Ok(None) => return None,
+                    Err(e) => return Some(Err(e)),
+                };
+                let mut out = Vec::new();
+                for r in right.iter() {
+                    match pred.call_datum(&ctx2, &[l.clone(), r.clone()]) {
+                        Ok(b) if b.truthy() => out.push(join_pair(&l, Some(r))),
+                        Ok(_) => {}
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                if out.is_empty() && outer {
+                    out.push(join_pair(&l, None));
+                }
+                pending = out.into_iter();
+            });
+            finish(ctx, Stream::new(Box::new(iter), false), is_array)
+        }
+        tt::EQ_JOIN => Err(logic("`eq_join` needs a table, which this server does not have yet.")),
+        tt::FOR_EACH => Err(logic(
+            "FOR_EACH expects one or more basic write queries, which this server does not support yet.",
+        )),
+        tt::TABLE
+        | tt::GET
+        | tt::GET_ALL
+        | tt::BETWEEN
+        | tt::BETWEEN_DEPRECATED
+        | tt::INSERT
+        | tt::UPDATE
+        | tt::REPLACE
+        | tt::DELETE
+        | tt::DB_CREATE
+        | tt::DB_DROP
+        | tt::DB_LIST
+        | tt::TABLE_CREATE
+        | tt::TABLE_DROP
+        | tt::TABLE_LIST
+        | tt::CONFIG
+        | tt::STATUS
+        | tt::WAIT
+        | tt::RECONFIGURE
+        | tt::REBALANCE
+        | tt::SYNC
+        | tt::GRANT
+        | tt::INDEX_CREATE
+        | tt::INDEX_DROP
+        | tt::INDEX_LIST
+        | tt::INDEX_STATUS
+        | tt::INDEX_WAIT
+        | tt::INDEX_RENAME
+        | tt::SET_WRITE_HOOK
+        | tt::GET_WRITE_HOOK
+        | tt::CHANGES => Err(unsupported(ty)),
+        _ => Err(unsupported(ty)),
+    }
+}
+
+fn unsupported(ty: u32) -> ReqlError {
+    logic(format!(
+        "Term {} is not supported by this server yet.",
+        crate::term_type::name(ty).unwrap_or("?")
+    ))
+}
+
+fn position(ctx: &Rc<Ctx>, wanted: &[Callable], d: &Datum) -> Result<Option<usize>> {
+    for (i, w) in wanted.iter().enumerate() {
+        if w.call_predicate(ctx, d)? {
+            return Ok(Some(i));
+        }
+    }
+    Ok(None)
+}
+
+fn join_pair(l: &Datum, r: Option<&Datum>) -> Datum {
+    let mut o = Object::new();
+    o.insert("left".into(), l.clone());
+    if let Some(r) = r {
+        o.insert("right".into(), r.clone());
+    }
+    Datum::object(o)
+}
+
+fn range(ctx: &Ctx, args: &[Val]) -> Result<Val> {
+    let (start, end) = match args.len() {
+        0 => (0, None),
+        1 => (0, Some(int(&arg_datum(ctx, args, 0)?)?)),
+        _ => (int(&arg_datum(ctx, args, 0)?)?, Some(int(&arg_datum(ctx, args, 1)?)?)),
+    };
+    let infinite = end.is_none();
+    let iter: DatumIter = match end {
+        None => Box::new((start..).map(|i| Ok(Datum::Num(i as f64)))),
+        Some(e) => Box::new((start..e.max(start)).map(|i| Ok(Datum::Num(i as f64)))),
+    };
+    Ok(Val::Stream(Stream::new(iter, infinite)))
+}
+
+/// `nth`/bracket with a number.
+pub fn nth(ctx: &Rc<Ctx>, v: Val, idx: &Datum) -> Result<Val> {
+    let n = int(idx)?;
+    match v {
+        Val::Datum(Datum::Array(a)) => {
+            let i = super::array::canonicalize(n, a.len())?;
+            a.get(i)
+                .cloned()
+                .map(Val::Datum)
+                .ok_or_else(|| non_existence(format!("Index out of bounds: {n}")))
+        }
+        Val::Stream(mut s) => {
+            if n < -1 {
+                return Err(logic(format!("Cannot use an index < -1 ({n}) on a stream.")));
+            }
+            let mut last = None;
+            let mut i = 0i64;
+            while let Some(d) = s.next_datum()? {
+                if i == n {
+                    return Ok(Val::Datum(d));
+                }
+                last = Some(d);
+                i += 1;
+            }
+            match (n, last) {
+                (-1, Some(d)) => Ok(Val::Datum(d)),
+                _ => Err(non_existence(format!("Index out of bounds: {n}"))),
+            }
+        }
+        Val::Grouped(g) => {
+            let mut out = Vec::with_capacity(g.len());
+            for (k, v) in g.iter() {
+                let r = nth(ctx, Val::Datum(v.clone()), idx)?.into_datum(ctx)?;
+                out.push((k.clone(), r));
+            }
+            Ok(Val::Grouped(Rc::new(out)))
+        }
+        Val::Datum(d) => {
+            let mut e = logic(format!("Cannot convert {} to SEQUENCE", d.type_name()));
+            if matches!(d, Datum::Null) {
+                e.kind = ErrorKind::NonExistence;
+            }
+            Err(e)
+        }
+        other => Err(logic(format!("Cannot convert {} to SEQUENCE", other.type_name()))),
+    }
+}
+
+fn slice(ctx: &Rc<Ctx>, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
+    let bound = |key: &str, default: &str| -> Result<bool> {
+        match opt.datum(key)? {
+            None => Ok(default == "open"),
+            Some(d) => match string(&d)? {
+                "open" => Ok(true),
+                "closed" => Ok(false),
+                other => Err(logic(format!(
+                    "Expected `open` or `closed` for optarg `{key}` (got `{other}`)."
+                ))),
+            },
+        }
+    };
+    let left_open = bound("left_bound", "closed")?;
+    let right_open = bound("right_bound", "open")?;
+    let l = int(&arg_datum(ctx, &args, 1)?)?;
+    let (r, has_r) = if args.len() == 3 { (int(&arg_datum(ctx, &args, 2)?)?, true) } else { (-1, false) };
+    let right_open = if has_r { right_open } else { false };
+    let canon = |size: usize, open: bool, idx: i64, is_left: bool| -> usize {
+        let (mut real, oob) = if idx >= 0 {
+            (idx as usize, false)
+        } else if idx.unsigned_abs() as usize > size {
+            (0, true)
+        } else {
+            ((size as i64 + idx) as usize, false)
+        };
+        if open == is_left && !oob {
+            real += 1;
+        }
+        real
+    };
+    match &args[0] {
+        Val::Datum(d @ (Datum::Array(_) | Datum::Str(_) | Datum::Binary(_))) => {
+            let size = match d {
+                Datum::Array(a) => a.len(),
+                Datum::Str(s) => s.chars().count(),
+                Datum::Binary(b) => b.len(),
+                _ => 0,
+            };
+            let lo = canon(size, left_open, l, true);
+            let hi = canon(size, right_open, r, false).min(size);
+            let (lo, hi) = if lo <= hi { (lo, hi) } else { (0, 0) };
+            let out = match d {
+                Datum::Array(a) => Datum::array(a[lo.min(a.len())..hi].to_vec()),
+                Datum::Str(s) => Datum::str(s.chars().skip(lo).take(hi - lo).collect::<String>()),
+                Datum::Binary(b) => Datum::Binary(b[lo..hi].into()),
+                _ => unreachable!(),
+            };
+            Ok(Val::Datum(out))
+        }
+        Val::Stream(_) => {
+            if l < 0 {
+                return Err(logic("Cannot use a negative left index on a stream."));
+            }
+            let lo = l as usize + usize::from(left_open);
+            let hi = if r < -1 {
+                return Err(logic("Cannot use a right index < -1 on a stream."));
+            } else if r == -1 {
+                if right_open {
+                    return Err(logic("Cannot slice to an open right index of -1 on a stream."));
+                }
+                usize::MAX
+            } else {
+                r as usize + usize::from(!right_open)
+            };
+            let seq = seq_arg(ctx, &mut args)?;
+            let st = seq.into_stream();
+            let infinite = st.infinite && hi == usize::MAX;
+            let iter = st.iter.skip(lo).take(hi.saturating_sub(lo));
+            Ok(Val::Stream(Stream::new(Box::new(iter), infinite)))
+        }
+        Val::Datum(d) => Err(logic(format!(
+            "Expected ARRAY, BINARY, or STRING, but found {}.",
+            d.type_name()
+        ))),
+        other => Err(logic(format!("Cannot slice non-sequences ({}).", other.type_name()))),
+    }
+}
+
+fn fold(ctx: &Rc<Ctx>, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
+    let seq = seq_arg(ctx, &mut args)?;
+    let is_array = seq.is_array();
+    let base = arg_datum(ctx, &args, 1)?;
+    let f = callable(&mut args, 2);
+    if let Some(n) = f.arity() {
+        if n != 0 && n != 2 {
+            return Err(logic(format!(
+                "The accumulator function passed to `fold` should expect 2 arguments, but it expects {n}."
+            )));
+        }
+    }
+    let emit = opt.get("emit")?.map(Val::into_callable);
+    let final_emit = opt.get("final_emit")?.map(Val::into_callable);
+    if emit.is_none() {
+        if final_emit.is_some() {
+            return Err(logic("`final_emit` can only be given together with `emit`."));
+        }
+        let mut acc = base;
+        for d in seq.terminal_iter()? {
+            acc = f.call_datum(ctx, &[acc, d?])?;
+        }
+        return Ok(Val::Datum(acc));
+    }
+    let emit = emit.expect("checked above");
+    let ctx2 = ctx.clone();
+    let mut inner = seq.into_stream();
+    let infinite = inner.infinite;
+    let mut acc = Some(base);
+    let mut pending: std::vec::IntoIter<Datum> = Vec::new().into_iter();
+    let mut finished = false;
+    let iter = std::iter::from_fn(move || loop {
+        if let Some(d) = pending.next() {
+            return Some(Ok(d));
+        }
+        if finished {
+            return None;
+        }
+        let step = (|| -> Result<Option<Vec<Datum>>> {
+            match inner.next_datum()? {
+                Some(row) => {
+                    let old = acc.take().unwrap_or(Datum::Null);
+                    let new = f.call_datum(&ctx2, &[old.clone(), row.clone()])?;
+                    let out = emit.call_datum(&ctx2, &[old, row, new.clone()])?;
+                    acc = Some(new);
+                    Ok(Some(super::array(&out)?.to_vec()))
+                }
+                None => {
+                    finished = true;
+                    match &final_emit {
+                        Some(fe) => {
+                            let out = fe.call_datum(&ctx2, &[acc.take().unwrap_or(Datum::Null)])?;
+                            Ok(Some(super::array(&out)?.to_vec()))
+                        }
+                        None => Ok(None),
+                    }
+                }
+            }
+        })();
+        match step {
+            Ok(Some(v)) => pending = v.into_iter(),
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
+        }
+    });
+    finish(ctx, Stream::new(Box::new(iter), infinite), is_array)
+}
+
+fn aggregate(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
+    if opt.has("index") {
+        return Err(logic(format!(
+            "Cannot call {} with an index on a non-table sequence.",
+            if ty == tt::MIN { "min" } else { "max" }
+        )));
+    }
+    let f = if args.len() == 2 { Some(field_or_func(ctx, &mut args, 1)?) } else { None };
+    let seq = seq_arg(ctx, &mut args)?;
+    let mut sum = 0.0;
+    let mut count = 0u64;
+    let mut best: Option<(Datum, Datum)> = None;
+    for d in seq.terminal_iter()? {
+        let d = d?;
+        let v = match &f {
+            None => d.clone(),
+            Some(f) => match f.call_datum(ctx, std::slice::from_ref(&d)) {
+                Ok(v) => v,
+                Err(e) if e.kind == ErrorKind::NonExistence => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        match ty {
+            tt::SUM | tt::AVG => {
+                sum += num(&v)?;
+                count += 1;
+            }
+            _ => {
+                let better = match &best {
+                    None => true,
+                    Some((_, bv)) => {
+                        let c = v.cmp_datum(bv);
+                        if ty == tt::MIN {
+                            c == Ordering::Less
+                        } else {
+                            c == Ordering::Greater
+                        }
+                    }
+                };
+                if better {
+                    best = Some((d, v));
+                }
+            }
+        }
+    }
+    match ty {
+        tt::SUM => Ok(Val::Datum(super::make_num(sum)?)),
+        tt::AVG => {
+            if count == 0 {
+                return Err(non_existence(
+                    "Cannot take the average of an empty stream.  (If you passed `avg` a field name, it may be that no elements of the stream had that field.)",
+                ));
+            }
+            Ok(Val::Datum(super::make_num(sum / count as f64)?))
+        }
+        _ => {
+            let name = if ty == tt::MIN { "min" } else { "max" };
+            best.map(|(row, _)| Val::Datum(row)).ok_or_else(|| {
+                non_existence(format!(
+                    "Cannot take the {name} of an empty stream.  (If you passed `{name}` a field name, it may be that no elements of the stream had that field.)"
+                ))
+            })
+        }
+    }
+}
+
+/// A sort key for order_by: a field or function, ascending or descending.
+struct SortKey {
+    key: Callable,
+    descending: bool,
+}
+
+/// `order_by` with its keys already evaluated: (descending, key) pairs.
+pub fn order_by(ctx: &Rc<Ctx>, first: Val, raw_keys: Vec<(bool, Val)>, opt: &Optargs) -> Result<Val> {
+    if opt.has("index") {
+        return Err(logic("Cannot use an index with order_by on a non-table sequence."));
+    }
+    if let Val::Grouped(g) = &first {
+        let mut out = Vec::with_capacity(g.len());
+        for (k, v) in g.iter() {
+            let ks = raw_keys.iter().map(|(d, v)| (*d, v.share())).collect();
+            let r = order_by(ctx, Val::Datum(v.clone()), ks, opt)?.into_datum(ctx)?;
+            out.push((k.clone(), r));
+        }
+        return Ok(Val::Grouped(Rc::new(out)));
+    }
+    let mut args = vec![first];
+    let mut keys = Vec::new();
+    for (descending, v) in raw_keys {
+        keys.push(match v {
+            Val::Func(f) => SortKey { key: Callable::Func(f), descending },
+            Val::Datum(d) => SortKey { key: Callable::Field(d), descending },
+            other => {
+                return Err(logic(format!("Expected type DATUM but found {}.", other.type_name())))
+            }
+        });
+    }
+    if keys.is_empty() {
+        return Err(logic("Must specify something to order by."));
+    }
+    let seq = seq_arg(ctx, &mut args)?;
+    let is_array = seq.is_array();
+    let rows = seq.into_vec(ctx)?;
+    let mut keyed = Vec::with_capacity(rows.len());
+    for r in rows {
+        let mut ks = Vec::with_capacity(keys.len());
+        for k in &keys {
+            ks.push(match k.key.call_datum(ctx, std::slice::from_ref(&r)) {
+                Ok(v) => v,
+                Err(e) if e.kind == ErrorKind::NonExistence => Datum::Null,
+                Err(e) => return Err(e),
+            });
+        }
+        keyed.push((ks, r));
+    }
+    keyed.sort_by(|(a, _), (b, _)| {
+        for (i, k) in keys.iter().enumerate() {
+            let c = a[i].cmp_datum(&b[i]);
+            let c = if k.descending { c.reverse() } else { c };
+            if c != Ordering::Equal {
+                return c;
+            }
+        }
+        Ordering::Equal
+    });
+    let v: Vec<Datum> = keyed.into_iter().map(|(_, r)| r).collect();
+    if is_array {
+        Ok(Val::Datum(Datum::array(v)))
+    } else {
+        Ok(Val::Stream(Stream::from_vec(v)))
+    }
+}
+
+fn group(ctx: &Rc<Ctx>, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
+    if opt.has("index") {
+        return Err(logic("Cannot group by an index on a non-table sequence."));
+    }
+    let multi = match opt.datum("multi")? {
+        None => false,
+        Some(d) => super::boolean(&d)?,
+    };
+    let mut keys = Vec::new();
+    for i in 1..args.len() {
+        keys.push(field_or_func(ctx, &mut args, i)?);
+    }
+    if keys.is_empty() {
+        return Err(logic("Cannot group by nothing."));
+    }
+    let seq = seq_arg(ctx, &mut args)?;
+    let mut groups: BTreeMap<Datum, Vec<Datum>> = BTreeMap::new();
+    for d in seq.terminal_iter()? {
+        let d = d?;
+        let mut ks = Vec::with_capacity(keys.len());
+        for k in &keys {
+            ks.push(match k.call_datum(ctx, std::slice::from_ref(&d)) {
+                Ok(v) => v,
+                Err(e) if e.kind == ErrorKind::NonExistence => Datum::Null,
+                Err(e) => return Err(e),
+            });
+        }
+        let key = if ks.len() == 1 { ks.pop().unwrap_or(Datum::Null) } else { Datum::array(ks) };
+        if multi {
+            if let Datum::Array(items) = &key {
+                for k in items.iter() {
+                    groups.entry(k.clone()).or_default().push(d.clone());
+                }
+                continue;
+            }
+        }
+        groups.entry(key).or_default().push(d);
+    }
+    let g: Grouped = groups.into_iter().map(|(k, v)| (k, Datum::array(v))).collect();
+    Ok(Val::Grouped(Rc::new(g)))
+}
+
+pub fn ungroup(g: &Grouped) -> Datum {
+    Datum::array(
+        g.iter()
+            .map(|(k, v)| {
+                let mut o = Object::new();
+                o.insert("group".into(), k.clone());
+                o.insert("reduction".into(), v.clone());
+                Datum::object(o)
+            })
+            .collect(),
+    )
+}
+
+impl Callable {
+    /// Calls the function as a predicate (filter, count, contains...).
+    pub fn call_predicate(&self, ctx: &Rc<Ctx>, d: &Datum) -> Result<bool> {
+        match self {
+            Callable::Eq(x) => Ok(x == d),
+            Callable::Const(Datum::Object(pattern)) => Ok(matches_pattern(d, pattern)),
+            _ => Ok(self.call_datum(ctx, std::slice::from_ref(d))?.truthy()),
+        }
+    }
+}
+
+/// Filter-by-example: every field of the pattern matches the row.
+fn matches_pattern(row: &Datum, pattern: &Object) -> bool {
+    let Datum::Object(o) = row else { return false };
+    pattern.iter().all(|(k, pv)| match (o.get(k), pv) {
+        (Some(rv @ Datum::Object(_)), Datum::Object(sub)) if !pv.is_ptype() => {
+            matches_pattern(rv, sub)
+        }
+        (Some(rv), pv) => rv == pv,
+        (None, _) => false,
+    })
+}
+

@@ -1,0 +1,383 @@
+//! Conversions between datums and JSON text, printing numbers and strings exactly as
+//! RethinkDB does (rapidjson's shortest round-trip doubles, integers without a fraction).
+
+use crate::datum::{Datum, Object, REQL_TYPE};
+use crate::error::{logic, Result};
+use base64::Engine;
+use std::fmt::Write;
+
+/// Largest magnitude at which every integer is exactly representable in an f64.
+const MAX_EXACT_INT: f64 = 9007199254740992.0;
+
+/// Writes a number the way RethinkDB's JSON writer does.
+pub fn write_num(out: &mut String, d: f64) {
+    if d.fract() == 0.0 && d.abs() <= MAX_EXACT_INT && !(d == 0.0 && d.is_sign_negative()) {
+        let _ = write!(out, "{}", d as i64);
+        return;
+    }
+    write_double(out, d);
+}
+
+/// rapidjson's `Writer::Double`: shortest digits, then its "Prettify" layout.
+fn write_double(out: &mut String, d: f64) {
+    if d == 0.0 {
+        out.push_str(if d.is_sign_negative() { "-0.0" } else { "0.0" });
+        return;
+    }
+    let mut buf = ryu::Buffer::new();
+    let s = buf.format_finite(d.abs());
+    // Split ryu's output into significant digits and a decimal exponent.
+    let (mant, exp) = match s.find('e') {
+        Some(i) => (&s[..i], s[i + 1..].parse::<i32>().unwrap_or(0)),
+        None => (s, 0),
+    };
+    let (int_part, frac_part) = match mant.find('.') {
+        Some(i) => (&mant[..i], &mant[i + 1..]),
+        None => (mant, ""),
+    };
+    let mut digits: String = format!("{int_part}{frac_part}");
+    let mut k = exp - frac_part.len() as i32;
+    // Normalize: strip leading zeros ("0.001" -> "1") and trailing zeros.
+    let trimmed = digits.trim_start_matches('0').to_string();
+    digits = trimmed;
+    while digits.len() > 1 && digits.ends_with('0') {
+        digits.pop();
+        k += 1;
+    }
+    if d < 0.0 {
+        out.push('-');
+    }
+    let length = digits.len() as i32;
+    let kk = length + k;
+    if 0 <= k && kk <= 21 {
+        out.push_str(&digits);
+        for _ in 0..k {
+            out.push('0');
+        }
+        out.push_str(".0");
+    } else if 0 < kk && kk <= 21 {
+        out.push_str(&digits[..kk as usize]);
+        out.push('.');
+        out.push_str(&digits[kk as usize..]);
+    } else if -6 < kk && kk <= 0 {
+        out.push_str("0.");
+        for _ in 0..(-kk) {
+            out.push('0');
+        }
+        out.push_str(&digits);
+    } else if length == 1 {
+        out.push_str(&digits);
+        let _ = write!(out, "e{}", kk - 1);
+    } else {
+        out.push_str(&digits[..1]);
+        out.push('.');
+        out.push_str(&digits[1..]);
+        let _ = write!(out, "e{}", kk - 1);
+    }
+}
+
+/// Writes a JSON string literal with rapidjson's escapes.
+pub fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+pub fn encode_base64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// Compact JSON, as sent on the wire and produced by `to_json_string`.
+pub fn to_json(d: &Datum) -> String {
+    let mut s = String::new();
+    write_json(&mut s, d);
+    s
+}
+
+pub fn write_json(out: &mut String, d: &Datum) {
+    match d {
+        Datum::Null | Datum::MinVal | Datum::MaxVal => out.push_str("null"),
+        Datum::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Datum::Num(n) => write_num(out, *n),
+        Datum::Str(s) => write_str(out, s),
+        Datum::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(out, x);
+            }
+            out.push(']');
+        }
+        Datum::Object(o) => {
+            out.push('{');
+            for (i, (k, v)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_str(out, k);
+                out.push(':');
+                write_json(out, v);
+            }
+            out.push('}');
+        }
+        Datum::Binary(b) => {
+            out.push_str("{\"$reql_type$\":\"BINARY\",\"data\":");
+            write_str(out, &encode_base64(b));
+            out.push('}');
+        }
+    }
+}
+
+/// Tab-indented JSON, as RethinkDB prints datums inside error messages.
+pub fn pretty(d: &Datum) -> String {
+    let mut s = String::new();
+    write_pretty(&mut s, d, 0);
+    s
+}
+
+/// `pretty`, cut to RethinkDB's limit for values quoted in messages.
+pub fn trunc_pretty(d: &Datum) -> String {
+    const TRUNC_LEN: usize = 300;
+    let s = pretty(d);
+    if s.len() > TRUNC_LEN {
+        let mut cut = TRUNC_LEN - 3;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}...", &s[..cut])
+    } else {
+        s
+    }
+}
+
+fn indent(out: &mut String, n: usize) {
+    for _ in 0..n {
+        out.push('\t');
+    }
+}
+
+fn write_pretty(out: &mut String, d: &Datum, depth: usize) {
+    match d {
+        Datum::Array(a) if !a.is_empty() => {
+            out.push_str("[\n");
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(",\n");
+                }
+                indent(out, depth + 1);
+                write_pretty(out, x, depth + 1);
+            }
+            out.push('\n');
+            indent(out, depth);
+            out.push(']');
+        }
+        Datum::Object(o) if !o.is_empty() => {
+            out.push_str("{\n");
+            for (i, (k, v)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(",\n");
+                }
+                indent(out, depth + 1);
+                write_str(out, k);
+                out.push_str(": ");
+                write_pretty(out, v, depth + 1);
+            }
+            out.push('\n');
+            indent(out, depth);
+            out.push('}');
+        }
+        Datum::Binary(b) => {
+            let mut o = Object::new();
+            o.insert(REQL_TYPE.into(), Datum::str("BINARY"));
+            o.insert("data".into(), Datum::str(encode_base64(b)));
+            write_pretty(out, &Datum::object(o), depth);
+        }
+        _ => write_json(out, d),
+    }
+}
+
+/// Converts parsed JSON to a datum without interpreting pseudo-types.
+pub fn from_json_raw(v: &serde_json::Value) -> Result<Datum> {
+    Ok(match v {
+        serde_json::Value::Null => Datum::Null,
+        serde_json::Value::Bool(b) => Datum::Bool(*b),
+        serde_json::Value::Number(n) => {
+            let f = n.as_f64().ok_or_else(|| logic("Non-finite number in JSON."))?;
+            if !f.is_finite() {
+                return Err(logic(format!("Non-finite number: {f}")));
+            }
+            Datum::Num(f)
+        }
+        serde_json::Value::String(s) => Datum::str(s.as_str()),
+        serde_json::Value::Array(a) => {
+            Datum::array(a.iter().map(from_json_raw).collect::<Result<Vec<_>>>()?)
+        }
+        serde_json::Value::Object(o) => {
+            let mut m = Object::new();
+            for (k, v) in o {
+                m.insert(k.clone(), from_json_raw(v)?);
+            }
+            Datum::object(m)
+        }
+    })
+}
+
+/// Converts parsed JSON to a datum, turning pseudo-type objects into their values.
+pub fn from_json(v: &serde_json::Value) -> Result<Datum> {
+    let d = from_json_raw(v)?;
+    sanitize(d)
+}
+
+/// Validates and converts pseudo-type objects anywhere inside a datum.
+pub fn sanitize(d: Datum) -> Result<Datum> {
+    match d {
+        Datum::Array(a) => {
+            let mut out = Vec::with_capacity(a.len());
+            for x in a.iter() {
+                out.push(sanitize(x.clone())?);
+            }
+            Ok(Datum::array(out))
+        }
+        Datum::Object(o) => {
+            let mut m = Object::new();
+            for (k, v) in o.iter() {
+                m.insert(k.clone(), sanitize(v.clone())?);
+            }
+            finish_object(m)
+        }
+        other => Ok(other),
+    }
+}
+
+/// Turns a freshly built object into a datum, interpreting `$reql_type$` if present.
+pub fn finish_object(m: Object) -> Result<Datum> {
+    let Some(t) = m.get(REQL_TYPE) else {
+        return Ok(Datum::object(m));
+    };
+    let Datum::Str(t) = t else {
+        let d = Datum::object(m.clone());
+        return Err(logic(format!(
+            "Error: Field `{REQL_TYPE}` must be a string (got `{}` of type {}):\n{}",
+            trunc_pretty(t),
+            t.type_name(),
+            trunc_pretty(&d)
+        )));
+    };
+    match &**t {
+        "BINARY" => {
+            let Some(data) = m.get("data") else {
+                return Err(logic("Invalid binary pseudotype: lacking `data` key."));
+            };
+            let Datum::Str(s) = data else {
+                return Err(logic(format!(
+                    "Invalid binary pseudotype: `data` must be a string (got {}).",
+                    data.type_name()
+                )));
+            };
+            if m.len() != 2 {
+                let extra = m.keys().find(|k| *k != REQL_TYPE && *k != "data").cloned();
+                return Err(logic(format!(
+                    "Invalid binary pseudotype: illegal `{}` key.",
+                    extra.unwrap_or_default()
+                )));
+            }
+            Ok(Datum::Binary(decode_base64(s)?.into()))
+        }
+        _ => Ok(Datum::object(m)),
+    }
+}
+
+/// Strict base64 decoding with RethinkDB's messages for each kind of bad input.
+pub fn decode_base64(s: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut nbits = 0;
+    let mut count = 0usize;
+    let mut seen_pad = false;
+    for c in s.chars() {
+        if c == '=' {
+            seen_pad = true;
+            continue;
+        }
+        if c.is_ascii_whitespace() {
+            continue;
+        }
+        if seen_pad {
+            return Err(logic(
+                "Invalid base64 format, data found after padding character '='.",
+            ));
+        }
+        let v = match c {
+            'A'..='Z' => c as u32 - 'A' as u32,
+            'a'..='z' => c as u32 - 'a' as u32 + 26,
+            '0'..='9' => c as u32 - '0' as u32 + 52,
+            '+' => 62,
+            '/' => 63,
+            _ => return Err(logic(format!("Invalid base64 character found: '{c}'."))),
+        };
+        acc = (acc << 6) | v;
+        nbits += 6;
+        count += 1;
+        if nbits >= 8 {
+            nbits -= 8;
+            out.push((acc >> nbits) as u8);
+            acc &= (1 << nbits) - 1;
+        }
+    }
+    if count % 4 == 1 {
+        return Err(logic(
+            "Invalid base64 length: 1 character remaining, cannot decode a full byte.",
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn num(d: f64) -> String {
+        let mut s = String::new();
+        write_num(&mut s, d);
+        s
+    }
+
+    #[test]
+    fn numbers_print_like_rapidjson() {
+        assert_eq!(num(1.0), "1");
+        assert_eq!(num(-73850380122423.0), "-73850380122423");
+        assert_eq!(num(1.5), "1.5");
+        assert_eq!(num(-0.5), "-0.5");
+        assert_eq!(num(1e40), "1e40");
+        assert_eq!(num(1.2345e40), "1.2345e40");
+        assert_eq!(num(0.0001), "0.0001");
+        assert_eq!(num(1e-7), "1e-7");
+        assert_eq!(num(-0.0), "-0.0");
+        assert_eq!(num(123456789012345680000.0), "123456789012345680000.0");
+        assert_eq!(num(67498.89278), "67498.89278");
+    }
+
+    #[test]
+    fn base64_errors() {
+        assert_eq!(decode_base64("AAE=").unwrap(), vec![0, 1]);
+        assert!(decode_base64("ABCDE").is_err());
+        assert!(decode_base64("A^CD").is_err());
+        assert!(decode_base64("ABCDEFGH==AA").is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! ReQL for rdb: the datum model, the wire-term parser and checker, and the evaluator.
+//!
+//! This crate knows nothing of sockets or storage: `net` hands it parsed JSON terms and
+//! gets back datums, streams and classified errors.
+
+pub mod datum;
+pub mod error;
+pub mod eval;
+pub mod json;
+pub mod keycode;
+pub mod term;
+pub mod term_type;
+
+pub use datum::Datum;
+pub use error::{ErrorKind, ReqlError};

@@ -1,0 +1,168 @@
+//! Server options: command-line flags over a RethinkDB-style config file
+//! (`key=value` lines, `#` comments), over built-in defaults.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(name = "rdb", version, about = "A realtime document database speaking RethinkDB's protocol")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// Data directory.
+    #[arg(short = 'd', long)]
+    pub directory: Option<PathBuf>,
+    /// Address to listen on: an IP, `localhost`, or `all` (repeatable).
+    #[arg(long)]
+    pub bind: Vec<String>,
+    /// Port for client drivers.
+    #[arg(long)]
+    pub driver_port: Option<u16>,
+    /// Number of cores (executors) to run; defaults to the CPUs available.
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Password for the `admin` user (empty by default).
+    #[arg(long)]
+    pub initial_password: Option<String>,
+    /// Write logs to this file instead of stderr.
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+    /// Read options from a file; flags given on the command line win.
+    #[arg(long)]
+    pub config_file: Option<PathBuf>,
+    /// Name reported to clients (defaults to the host name).
+    #[arg(long)]
+    pub server_name: Option<String>,
+}
+
+/// The resolved options the server runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub directory: PathBuf,
+    pub bind: Vec<String>,
+    pub driver_port: u16,
+    pub cores: usize,
+    pub initial_password: String,
+    pub log_file: Option<PathBuf>,
+    pub server_name: String,
+}
+
+pub const DRIVER_PORT_DEFAULT: u16 = 28015;
+
+impl Config {
+    pub fn resolve(args: &ServeArgs) -> Result<Config, String> {
+        let file = match &args.config_file {
+            Some(p) => parse_file(p)?,
+            None => ServeArgs::default(),
+        };
+        let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = args.cores.or(file.cores).unwrap_or(cpus);
+        if cores == 0 || cores > 256 {
+            return Err(format!("--cores must be between 1 and 256 (got {cores})"));
+        }
+        let bind = if !args.bind.is_empty() { args.bind.clone() } else { file.bind.clone() };
+        Ok(Config {
+            directory: args.directory.clone().or(file.directory).unwrap_or_else(|| PathBuf::from("rdb_data")),
+            bind: if bind.is_empty() { vec!["127.0.0.1".into()] } else { bind },
+            driver_port: args.driver_port.or(file.driver_port).unwrap_or(DRIVER_PORT_DEFAULT),
+            cores,
+            initial_password: pick(&args.initial_password, &file.initial_password).unwrap_or_default(),
+            log_file: args.log_file.clone().or(file.log_file),
+            server_name: pick(&args.server_name, &file.server_name).unwrap_or_else(host_name),
+        })
+    }
+
+    /// Socket addresses to listen on.
+    pub fn listen_addrs(&self) -> Result<Vec<std::net::SocketAddr>, String> {
+        let mut out = Vec::new();
+        for b in &self.bind {
+            let ip: std::net::IpAddr = match b.as_str() {
+                "all" => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+                other => other.parse().map_err(|_| format!("invalid --bind address `{other}`"))?,
+            };
+            out.push(std::net::SocketAddr::new(ip, self.driver_port));
+        }
+        Ok(out)
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_"))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "rdb".into())
+}
+
+/// Parses a RethinkDB-style config file.
+pub fn parse_file(path: &Path) -> Result<ServeArgs, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    parse_text(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub fn parse_text(text: &str) -> Result<ServeArgs, String> {
+    let mut a = ServeArgs::default();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| format!("line {}: expected `key=value`", n + 1))?;
+        let (k, v) = (k.trim(), v.trim().to_string());
+        let bad = |what: &str| format!("line {}: invalid {what} `{v}`", n + 1);
+        match k {
+            "directory" => a.directory = Some(v.into()),
+            "bind" => a.bind.push(v),
+            "driver-port" => a.driver_port = Some(v.parse().map_err(|_| bad("port"))?),
+            "cores" => a.cores = Some(v.parse().map_err(|_| bad("core count"))?),
+            "initial-password" => a.initial_password = Some(v),
+            "log-file" => a.log_file = Some(v.into()),
+            "server-name" => a.server_name = Some(v),
+            other => return Err(format!("line {}: unknown option `{other}`", n + 1)),
+        }
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file() {
+        let dir = std::env::temp_dir().join(format!("rdb-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("rdb.conf");
+        std::fs::write(&f, "# comment\ndriver-port=29000\ncores=1\ndirectory=/tmp/x\n").unwrap();
+        let args = ServeArgs { config_file: Some(f), driver_port: Some(30000), ..Default::default() };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.driver_port, 30000);
+        assert_eq!(c.cores, 1);
+        assert_eq!(c.directory, PathBuf::from("/tmp/x"));
+        assert_eq!(c.bind, vec!["127.0.0.1".to_string()]);
+    }
+
+    #[test]
+    fn bad_lines_are_reported() {
+        assert!(parse_text("nonsense").is_err());
+        assert!(parse_text("driver-port=abc").is_err());
+        assert!(parse_text("colour=blue").is_err());
+    }
+}

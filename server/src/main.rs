@@ -1,0 +1,154 @@
+//! `rdb`: starts one executor per core, each accepting driver connections on the same
+//! port (SO_REUSEPORT), until SIGINT or SIGTERM.
+
+mod config;
+mod lock;
+
+use clap::Parser;
+use config::{Cli, Command, Config};
+use rdb_net::{serve_connection, ServerInfo, UserStore};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often each core checks whether shutdown was requested.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+
+fn main() {
+    let cli = Cli::parse();
+    let args = match &cli.command {
+        Some(Command::Serve(a)) => a.clone(),
+        None => cli.serve.clone(),
+    };
+    if let Err(e) = run(&args) {
+        eprintln!("rdb: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(cfg: &Config) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RDB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match &cfg.log_file {
+        Some(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| format!("cannot open log file {}: {e}", p.display()))?;
+            builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+fn server_id(dir: &std::path::Path) -> Result<String, String> {
+    let p = dir.join("server_id");
+    if let Ok(s) = std::fs::read_to_string(&p) {
+        if let Ok(u) = uuid::Uuid::parse_str(s.trim()) {
+            return Ok(u.to_string());
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    std::fs::write(&p, &id).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    Ok(id)
+}
+
+fn run(args: &config::ServeArgs) -> Result<(), String> {
+    let cfg = Config::resolve(args)?;
+    init_logging(&cfg)?;
+    let addrs = cfg.listen_addrs()?;
+    let lock = lock::lock_directory(&cfg.directory)?;
+    let info = ServerInfo { id: server_id(&cfg.directory)?, name: cfg.server_name.clone() };
+    let users = Arc::new(UserStore::with_admin(&cfg.initial_password));
+
+    // Bind once up front so a busy port is reported clearly before any core starts.
+    for a in &addrs {
+        std::net::TcpListener::bind(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;
+    }
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, shutdown.clone()).map_err(|e| format!("cannot install signal handler: {e}"))?;
+    }
+
+    tracing::info!(
+        directory = %cfg.directory.display(),
+        cores = cfg.cores,
+        "rdb {} starting (server id {})",
+        env!("CARGO_PKG_VERSION"),
+        info.id
+    );
+    for a in &addrs {
+        tracing::info!("Listening for client driver connections on {a}");
+    }
+    let rt = rdb_io::RuntimeConfig { cores: cfg.cores, ..Default::default() };
+    let sd = shutdown.clone();
+    rdb_io::run_per_core(&rt, move |core| {
+        let addrs = addrs.clone();
+        let users = users.clone();
+        let info = info.clone();
+        let sd = sd.clone();
+        async move {
+            let serve = async {
+                let mut listeners = Vec::new();
+                for a in &addrs {
+                    match rdb_io::TcpListener::bind(a) {
+                        Ok(l) => listeners.push(l),
+                        Err(e) => {
+                            tracing::error!(core, "cannot listen on {a}: {e}");
+                            return;
+                        }
+                    }
+                }
+                let accepts = listeners.into_iter().map(|l| {
+                    let users = users.clone();
+                    let info = info.clone();
+                    async move {
+                        loop {
+                            match l.accept().await {
+                                Ok(stream) => {
+                                    let _ = stream.set_nodelay(true);
+                                    let users = users.clone();
+                                    let info = info.clone();
+                                    rdb_io::spawn_local(async move {
+                                        if let Err(e) = serve_connection(stream, &users, &info).await {
+                                            tracing::debug!("connection ended: {e}");
+                                        }
+                                    });
+                                }
+                                Err(e) => {
+                                    tracing::warn!(core, "accept failed: {e}");
+                                    rdb_io::sleep(Duration::from_millis(10)).await;
+                                }
+                            }
+                        }
+                    }
+                });
+                futures_join_all(accepts.collect()).await;
+            };
+            let watch = async {
+                while !sd.load(Ordering::Relaxed) {
+                    rdb_io::sleep(SHUTDOWN_POLL).await;
+                }
+            };
+            futures_or(serve, watch).await;
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    tracing::info!("rdb shut down cleanly");
+    drop(lock);
+    Ok(())
+}
+
+/// Waits for the first of two futures.
+async fn futures_or(a: impl std::future::Future<Output = ()>, b: impl std::future::Future<Output = ()>) {
+    rdb_io::race(a, b).await;
+}
+
+/// Runs several futures concurrently on this core until all finish.
+async fn futures_join_all(fs: Vec<impl std::future::Future<Output = ()> + 'static>) {
+    rdb_io::join_all(fs).await;
+}
