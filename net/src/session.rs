@@ -131,7 +131,10 @@ impl Session {
                 let prof = profile.then(|| profile_json(started));
                 self.next_batch(token, c, prof.as_deref())
             }
-            Ok((v, ctx)) => match result_datum(v, &ctx) {
+            Ok((v, ctx)) => match result_datum(v, &ctx).and_then(|d| {
+                rdb_query::json::check_serializable(&d)?;
+                Ok(d)
+            }) {
                 Ok(d) => {
                     let prof = profile.then(|| profile_json(started));
                     response::success(token, response::SUCCESS_ATOM, &[d], prof.as_deref())
@@ -156,6 +159,9 @@ impl Session {
             }
             match c.stream.next_datum() {
                 Ok(Some(d)) => {
+                    if let Err(e) = rdb_query::json::check_serializable(&d) {
+                        return response::error(token, &e);
+                    }
                     if rows > 0 {
                         body.push(',');
                     }

@@ -101,6 +101,23 @@ pub fn encode_base64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
+/// Compact JSON, refusing `r.minval`/`r.maxval`, which have no JSON form.
+pub fn to_json_checked(d: &Datum) -> Result<String> {
+    check_serializable(d)?;
+    Ok(to_json(d))
+}
+
+/// Fails if the datum holds `r.minval` or `r.maxval` anywhere.
+pub fn check_serializable(d: &Datum) -> Result<()> {
+    match d {
+        Datum::MinVal => Err(logic("Cannot convert `r.minval` to JSON.")),
+        Datum::MaxVal => Err(logic("Cannot convert `r.maxval` to JSON.")),
+        Datum::Array(a) => a.iter().try_for_each(check_serializable),
+        Datum::Object(o) => o.values().try_for_each(check_serializable),
+        _ => Ok(()),
+    }
+}
+
 /// Compact JSON, as sent on the wire and produced by `to_json_string`.
 pub fn to_json(d: &Datum) -> String {
     let mut s = String::new();

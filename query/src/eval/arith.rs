@@ -56,7 +56,9 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &[Val]) -> Result<Option<Val>> {
                 return Err(logic("Cannot bit-shift by a negative value"));
             }
             let r = if ty == tt::BIT_SAL {
-                if rhs < 4096 {
+                if lhs == 0 {
+                    0.0
+                } else if rhs < 4096 {
                     lhs as f64 * 2f64.powi(rhs as i32)
                 } else if lhs == 0 {
                     0.0

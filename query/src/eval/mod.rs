@@ -27,6 +27,8 @@ pub const ARRAY_LIMIT_DEFAULT: usize = 100_000;
 /// Per-query state shared by every term of one query.
 pub struct Ctx {
     pub array_limit: usize,
+    /// `r.now()`: one instant per query, in epoch seconds (millisecond precision).
+    pub now_epoch_secs: f64,
     pub global_optargs: HashMap<String, Datum>,
     pub rng: RefCell<rand::rngs::StdRng>,
 }
@@ -47,8 +49,13 @@ impl Ctx {
             }
             array_limit = n as usize;
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as f64 / 1000.0)
+            .unwrap_or(0.0);
         Ok(Rc::new(Ctx {
             array_limit,
+            now_epoch_secs: now,
             global_optargs,
             rng: RefCell::new(rand::rngs::StdRng::from_entropy()),
         }))
@@ -662,10 +669,42 @@ pub fn boolean(d: &Datum) -> Result<bool> {
 /// A number that must be an integer (indices, counts).
 pub fn int(d: &Datum) -> Result<i64> {
     let n = num(d)?;
-    if n.fract() != 0.0 || n.abs() > 9007199254740992.0 {
-        return Err(logic(format!("Number not an integer: {}", crate::json::to_json(d))));
+    const LIMIT: f64 = 9007199254740992.0;
+    if n.fract() != 0.0 || n.abs() > LIMIT {
+        let range = if n < -LIMIT {
+            " (<-2^53)"
+        } else if n > LIMIT {
+            " (>2^53)"
+        } else {
+            ""
+        };
+        return Err(logic(format!("Number not an integer{range}: {}", fmt_g20(n))));
     }
     Ok(n as i64)
+}
+
+/// C's `%.20g`, which RethinkDB uses to print numbers in some messages.
+pub fn fmt_g20(n: f64) -> String {
+    if n == 0.0 {
+        return if n.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    let e = format!("{:.19e}", n);
+    let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..20).contains(&exp) {
+        let m = trim_zeros(mant);
+        return format!("{m}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    }
+    let decimals = (19 - exp).max(0) as usize;
+    trim_zeros(&format!("{:.*}", decimals, n)).to_string()
+}
+
+fn trim_zeros(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
+    }
 }
 
 pub fn make_num(n: f64) -> Result<Datum> {

@@ -115,9 +115,15 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>) -> Result<Val> {
             let rest: Vec<Datum> =
                 (1..args.len()).map(|i| arg_datum(ctx, &args, i)).collect::<Result<_>>()?;
             let first = args.remove(0);
+            let paths = Datum::array(rest);
+            check_paths(&paths)?;
+            if let Val::Datum(d) = &first {
+                if !matches!(d, Datum::Array(_)) {
+                    return Err(non_object(tt::HAS_FIELDS, d));
+                }
+            }
             let seq = SeqIn::from_val(ctx, first)?;
             let is_array = seq.is_array();
-            let paths = Datum::array(rest);
             let stream = seq.into_stream().filter_map(move |d| {
                 if matches!(d, Datum::Object(_)) && has_fields(&d, &paths) {
                     Ok(Some(project(&d, &paths, false)))
@@ -252,8 +258,13 @@ fn obj_eval(ctx: &Rc<Ctx>, ty: u32, obj: &Datum, extra: &[Extra]) -> Result<Datu
                     }
                     Extra::Func(f) => f.call_datum(ctx, std::slice::from_ref(&d))?,
                 };
+                if rhs.reql_type() == Some("LITERAL") {
+                    return Err(logic(
+                        "Stray literal keyword found: literal is only legal inside of the object passed to merge or update and cannot nest inside other literals.",
+                    ));
+                }
                 if let Datum::Object(_) = &rhs {
-                    if rhs.is_ptype() && rhs.reql_type() != Some("LITERAL") {
+                    if rhs.is_ptype() {
                         return Err(logic(format!(
                             "Cannot merge objects of type `{}`.",
                             rhs.type_name()

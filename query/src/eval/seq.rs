@@ -212,14 +212,18 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
             let seq = seq_arg(ctx, &mut args)?;
             let is_array = seq.is_array();
             let pred = callable(&mut args, 1);
-            let default = opt.datum("default")?;
+            // The default is only consulted when the predicate hits a missing field;
+            // `r.error()` as the default re-raises that error.
+            let default = opt.datum("default").transpose();
             let ctx2 = ctx.clone();
             let s = seq.into_stream().filter_map(move |d| {
                 let keep = match pred.call_predicate(&ctx2, &d) {
                     Ok(b) => b,
                     Err(e) if e.kind == ErrorKind::NonExistence => match &default {
                         None => false,
-                        Some(def) => def.truthy(),
+                        Some(Ok(def)) => def.truthy(),
+                        Some(Err(de)) if de.kind == ErrorKind::EmptyUser => return Err(e),
+                        Some(Err(de)) => return Err(de.clone()),
                     },
                     Err(e) => return Err(e),
                 };
@@ -722,12 +726,12 @@ fn fold(ctx: &Rc<Ctx>, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
     let emit = opt.get("emit")?.map(Val::into_callable);
     let final_emit = opt.get("final_emit")?.map(Val::into_callable);
     if emit.is_none() {
-        if final_emit.is_some() {
-            return Err(logic("`final_emit` can only be given together with `emit`."));
-        }
         let mut acc = base;
         for d in seq.terminal_iter()? {
             acc = f.call_datum(ctx, &[acc, d?])?;
+        }
+        if let Some(fe) = final_emit {
+            return fe.call(ctx, &[acc]);
         }
         return Ok(Val::Datum(acc));
     }
@@ -884,7 +888,8 @@ pub fn order_by(ctx: &Rc<Ctx>, first: Val, raw_keys: Vec<(bool, Val)>, opt: &Opt
         for k in &keys {
             ks.push(match k.key.call_datum(ctx, std::slice::from_ref(&r)) {
                 Ok(v) => v,
-                Err(e) if e.kind == ErrorKind::NonExistence => Datum::Null,
+                // Rows without the field sort first.
+                Err(e) if e.kind == ErrorKind::NonExistence => Datum::MinVal,
                 Err(e) => return Err(e),
             });
         }

@@ -1,7 +1,7 @@
 //! Type inspection and conversion terms (coerce_to, type_of, info, json), plus the
 //! small constructors (binary, uuid, random, minval/maxval, db, error, literal).
 
-use super::{arg_datum, int, num, string, Ctx, Optargs, Val};
+use super::{arg_datum, num, string, Ctx, Optargs, Val};
 use crate::datum::{Datum, Object};
 use crate::error::{logic, ErrorKind, ReqlError, Result};
 use crate::json;
@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 /// RethinkDB's namespace for `r.uuid(string)` (version-5 UUIDs).
 const UUID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_bytes([
-    0x91, 0x46, 0x1c, 0x99, 0xf8, 0x9d, 0x49, 0xd2, 0xaf, 0x96, 0xd8, 0xe2, 0xbf, 0xce, 0x9a, 0x6e,
+    0x91, 0x46, 0x1c, 0x99, 0xf8, 0x9d, 0x49, 0xd2, 0xaf, 0x96, 0xd8, 0xe2, 0xe1, 0x4e, 0x9b, 0x58,
 ]);
 
 pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &[Val], opt: &Optargs) -> Result<Option<Val>> {
@@ -27,7 +27,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &[Val], opt: &Optargs) -> Result<Opti
                 .map_err(|e| logic(format!("Failed to parse \"{text}\" as JSON: {}", json_err(&e))))?;
             json::from_json(&v)?
         }
-        tt::TO_JSON_STRING => Datum::str(json::to_json(&d(0)?)),
+        tt::TO_JSON_STRING => Datum::str(json::to_json_checked(&d(0)?)?),
         tt::MAKE_ARRAY => {
             ctx.check_array(args.len())?;
             let mut v = Vec::with_capacity(args.len());
@@ -50,6 +50,13 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &[Val], opt: &Optargs) -> Result<Opti
             }
         }
         tt::RANDOM => random(ctx, args, opt)?,
+        tt::NOW => {
+            let mut o = Object::new();
+            o.insert(crate::datum::REQL_TYPE.into(), Datum::str("TIME"));
+            o.insert("epoch_time".into(), Datum::Num(ctx.now_epoch_secs));
+            o.insert("timezone".into(), Datum::str("+00:00"));
+            Datum::object(o)
+        }
         tt::MINVAL => Datum::MinVal,
         tt::MAXVAL => Datum::MaxVal,
         tt::DB => {
@@ -85,11 +92,30 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &[Val], opt: &Optargs) -> Result<Opti
     Ok(Some(Val::Datum(v)))
 }
 
-fn json_err(e: &serde_json::Error) -> String {
+/// RethinkDB reports JSON errors in rapidjson's words; map serde_json's onto them.
+fn json_err(e: &serde_json::Error) -> &'static str {
     let s = e.to_string();
-    match s.find(" at line") {
-        Some(i) => s[..i].to_string(),
-        None => s,
+    let has = |p: &str| s.contains(p);
+    if has("EOF while parsing a list") || has("expected `,` or `]`") {
+        "Missing a comma or ']' after an array element."
+    } else if has("EOF while parsing an object") || has("expected `,` or `}`") {
+        "Missing a comma or '}' after an object member."
+    } else if has("expected `:`") {
+        "Missing a colon after a name of object member."
+    } else if has("key must be a string") {
+        "Missing a name for object member."
+    } else if has("EOF while parsing a string") {
+        "Missing a closing quotation mark in string."
+    } else if has("invalid escape") {
+        "Invalid escape character in string."
+    } else if has("invalid unicode code point") || has("expected hex") {
+        "Incorrect hex digit after \\u escape in string."
+    } else if has("trailing characters") {
+        "The document root must not be followed by other values."
+    } else if e.line() == 1 && e.column() == 0 {
+        "The document is empty."
+    } else {
+        "Invalid value."
     }
 }
 
@@ -184,7 +210,7 @@ fn coerce_to(ctx: &Rc<Ctx>, args: &[Val]) -> Result<Val> {
                 return Ok(Val::Datum(Datum::str(String::from_utf8_lossy(b).into_owned())))
             }
             (Datum::Str(s), "BINARY") => return Ok(Val::Datum(Datum::Binary(s.as_bytes().into()))),
-            (_, "STRING") => return Ok(Val::Datum(Datum::str(json::to_json(d)))),
+            (_, "STRING") => return Ok(Val::Datum(Datum::str(json::to_json_checked(d)?))),
             (Datum::Object(o), "ARRAY") => {
                 let v = o
                     .iter()
@@ -288,10 +314,13 @@ fn random(ctx: &Ctx, args: &[Val], opt: &Optargs) -> Result<Datum> {
             if float {
                 let (lo, hi) = (num(&lo_d)?, num(&hi_d)?);
                 let (a, b) = if lo <= hi { (lo, hi) } else { (hi, lo) };
-                return Ok(Datum::Num(a + rng.gen::<f64>() * (b - a)));
+                // Interpolate without computing b - a, which can overflow.
+                let r = rng.gen::<f64>();
+                let x = a * (1.0 - r) + b * r;
+                return Ok(Datum::Num(if x >= b && a < b { a } else { x }));
             }
-            let lo = int(&lo_d)?;
-            let hi = int(&hi_d)?;
+            let lo = bound_int(&lo_d, "Lower")?;
+            let hi = bound_int(&hi_d, "Upper")?;
             if lo >= hi {
                 return Err(logic(format!(
                     "Lower bound ({lo}) is not less than upper bound ({hi})."
@@ -300,4 +329,15 @@ fn random(ctx: &Ctx, args: &[Val], opt: &Optargs) -> Result<Datum> {
             Ok(Datum::Num(rng.gen_range(lo..hi) as f64))
         }
     }
+}
+
+fn bound_int(d: &Datum, which: &str) -> Result<i64> {
+    let n = num(d)?;
+    if n.fract() != 0.0 || n.abs() > 9007199254740992.0 {
+        return Err(logic(format!(
+            "{which} bound ({}) could not be safely converted to an integer.",
+            super::fmt_g20(n)
+        )));
+    }
+    Ok(n as i64)
 }
