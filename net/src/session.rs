@@ -174,7 +174,8 @@ impl Session {
         };
         body.push(']');
         let t = if done { response::SUCCESS_SEQUENCE } else { response::SUCCESS_PARTIAL };
-        let mut s = format!("{{\"t\":{t},\"r\":{body}");
+        // Drivers read the notes field of stream responses; plain streams have none.
+        let mut s = format!("{{\"t\":{t},\"r\":{body},\"n\":[]");
         if let Some(p) = profile {
             s.push_str(",\"p\":");
             s.push_str(p);

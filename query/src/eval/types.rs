@@ -313,11 +313,15 @@ fn random(ctx: &Ctx, args: &[Val], opt: &Optargs) -> Result<Datum> {
             };
             if float {
                 let (lo, hi) = (num(&lo_d)?, num(&hi_d)?);
-                let (a, b) = if lo <= hi { (lo, hi) } else { (hi, lo) };
-                // Interpolate without computing b - a, which can overflow.
+                // lo + r * (hi - lo) for r in [0, 1), reaching lo but never hi (whichever
+                // is larger), computed without `hi - lo`, which can overflow.
+                if lo == hi {
+                    return Ok(Datum::Num(lo));
+                }
                 let r = rng.gen::<f64>();
-                let x = a * (1.0 - r) + b * r;
-                return Ok(Datum::Num(if x >= b && a < b { a } else { x }));
+                let x = lo * (1.0 - r) + hi * r;
+                let past_hi = if lo < hi { x >= hi } else { x <= hi };
+                return Ok(Datum::Num(if past_hi || !x.is_finite() { lo } else { x }));
             }
             let lo = bound_int(&lo_d, "Lower")?;
             let hi = bound_int(&hi_d, "Upper")?;
