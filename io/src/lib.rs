@@ -20,7 +20,10 @@ pub async fn sleep(d: std::time::Duration) {
 }
 
 /// Waits for whichever of two futures finishes first.
-pub async fn race(a: impl std::future::Future<Output = ()>, b: impl std::future::Future<Output = ()>) {
+pub async fn race(
+    a: impl std::future::Future<Output = ()>,
+    b: impl std::future::Future<Output = ()>,
+) {
     futures_lite::future::or(a, b).await;
 }
 

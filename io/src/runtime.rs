@@ -7,9 +7,16 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum RuntimeError {
     #[error("locked-memory limit (RLIMIT_MEMLOCK) is {limit_bytes} bytes, but {cores} cores need {needed_bytes}; raise it with `ulimit -l` or use fewer --cores")]
-    MemlockTooLow { limit_bytes: u64, cores: usize, needed_bytes: u64 },
+    MemlockTooLow {
+        limit_bytes: u64,
+        cores: usize,
+        needed_bytes: u64,
+    },
     #[error("could not start the executor for core {core}: {source}")]
-    Spawn { core: usize, source: glommio::GlommioError<()> },
+    Spawn {
+        core: usize,
+        source: glommio::GlommioError<()>,
+    },
     #[error("the executor for core {core} panicked")]
     Panicked { core: usize },
 }
@@ -25,7 +32,11 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { cores: 1, io_memory_bytes: 512 * 1024, pin: false }
+        RuntimeConfig {
+            cores: 1,
+            io_memory_bytes: 512 * 1024,
+            pin: false,
+        }
     }
 }
 
@@ -35,7 +46,10 @@ const RING_DEPTH: usize = 128;
 
 /// The soft RLIMIT_MEMLOCK of this process, in bytes (`u64::MAX` when unlimited).
 pub fn memlock_limit_bytes() -> u64 {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the struct we pass and has no other effects.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) };
     if rc != 0 || r.rlim_cur == libc::RLIM_INFINITY {
@@ -54,9 +68,15 @@ where
     let needed = cfg.cores as u64 * (cfg.io_memory_bytes as u64 + RING_OVERHEAD_BYTES);
     let limit = memlock_limit_bytes();
     if needed > limit {
-        return Err(RuntimeError::MemlockTooLow { limit_bytes: limit, cores: cfg.cores, needed_bytes: needed });
+        return Err(RuntimeError::MemlockTooLow {
+            limit_bytes: limit,
+            cores: cfg.cores,
+            needed_bytes: needed,
+        });
     }
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut handles = Vec::with_capacity(cfg.cores);
     for core in 0..cfg.cores {
         let placement = if cfg.pin && core < cpus {
@@ -94,7 +114,11 @@ mod tests {
     fn runs_one_task_per_core() {
         let hits = Arc::new(AtomicUsize::new(0));
         let h = hits.clone();
-        let cfg = RuntimeConfig { cores: 2, io_memory_bytes: 256 * 1024, pin: false };
+        let cfg = RuntimeConfig {
+            cores: 2,
+            io_memory_bytes: 256 * 1024,
+            pin: false,
+        };
         run_per_core(&cfg, move |_core| {
             let h = h.clone();
             async move {
@@ -110,7 +134,11 @@ mod tests {
         if memlock_limit_bytes() == u64::MAX {
             return;
         }
-        let cfg = RuntimeConfig { cores: 1, io_memory_bytes: memlock_limit_bytes() as usize + 1, pin: false };
+        let cfg = RuntimeConfig {
+            cores: 1,
+            io_memory_bytes: memlock_limit_bytes() as usize + 1,
+            pin: false,
+        };
         let err = run_per_core(&cfg, |_| async {}).unwrap_err();
         assert!(matches!(err, RuntimeError::MemlockTooLow { .. }), "{err}");
     }

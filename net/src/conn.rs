@@ -4,8 +4,8 @@ use crate::frame::{parse_body, parse_header, HEADER_BYTES, QUERY_BYTES_LIMIT};
 use crate::handshake::{handshake, write_refusal, HandshakeError};
 use crate::response;
 use crate::scram::UserStore;
-use crate::session::Session;
 use crate::session::ServerInfo;
+use crate::session::Session;
 use futures_lite::io::BufReader;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use rdb_query::ErrorKind;
@@ -22,7 +22,11 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     match handshake(&mut s, users).await {
         Ok(user) => tracing::debug!(user, "client authenticated"),
         Err(HandshakeError::Io(e)) => return Err(e),
-        Err(HandshakeError::Refused { code, message, json }) => {
+        Err(HandshakeError::Refused {
+            code,
+            message,
+            json,
+        }) => {
             tracing::debug!(code, message, "handshake refused");
             write_refusal(s.get_mut(), code, &message, json).await?;
             return Ok(());

@@ -24,12 +24,18 @@ pub fn parse_header(b: &[u8; HEADER_BYTES]) -> Header {
     t.copy_from_slice(&b[..8]);
     let mut l = [0u8; 4];
     l.copy_from_slice(&b[8..]);
-    Header { token: u64::from_le_bytes(t), len: u32::from_le_bytes(l) }
+    Header {
+        token: u64::from_le_bytes(t),
+        len: u32::from_le_bytes(l),
+    }
 }
 
 #[derive(Debug)]
 pub enum Query {
-    Start { term: Value, global_optargs: Map<String, Value> },
+    Start {
+        term: Value,
+        global_optargs: Map<String, Value>,
+    },
     Continue,
     Stop,
     NoreplyWait,
@@ -48,13 +54,14 @@ pub enum BodyError {
 pub fn parse_body(body: &[u8]) -> Result<Query, BodyError> {
     let v: Value = serde_json::from_slice(body).map_err(|_| BodyError::Unparseable)?;
     let Value::Array(items) = v else {
-        return Err(BodyError::Malformed("Expected a query to be an array.".into()));
+        return Err(BodyError::Malformed(
+            "Expected a query to be an array.".into(),
+        ));
     };
     let mut items = items.into_iter();
-    let ty = items
-        .next()
-        .and_then(|t| t.as_u64())
-        .ok_or_else(|| BodyError::Malformed("Expected a query type as the first element.".into()))?;
+    let ty = items.next().and_then(|t| t.as_u64()).ok_or_else(|| {
+        BodyError::Malformed("Expected a query type as the first element.".into())
+    })?;
     Ok(match ty {
         START => {
             let term = items
@@ -69,13 +76,20 @@ pub fn parse_body(body: &[u8]) -> Result<Query, BodyError> {
                     ))
                 }
             };
-            Query::Start { term, global_optargs }
+            Query::Start {
+                term,
+                global_optargs,
+            }
         }
         CONTINUE => Query::Continue,
         STOP => Query::Stop,
         NOREPLY_WAIT => Query::NoreplyWait,
         SERVER_INFO => Query::ServerInfo,
-        other => return Err(BodyError::Malformed(format!("Unrecognized QueryType: {other}."))),
+        other => {
+            return Err(BodyError::Malformed(format!(
+                "Unrecognized QueryType: {other}."
+            )))
+        }
     })
 }
 
@@ -94,7 +108,10 @@ mod tests {
 
     #[test]
     fn bodies() {
-        assert!(matches!(parse_body(b"[1,[1,[1]],{}]"), Ok(Query::Start { .. })));
+        assert!(matches!(
+            parse_body(b"[1,[1,[1]],{}]"),
+            Ok(Query::Start { .. })
+        ));
         assert!(matches!(parse_body(b"[2]"), Ok(Query::Continue)));
         assert_eq!(parse_body(b"{").unwrap_err(), BodyError::Unparseable);
         assert!(matches!(parse_body(b"{}"), Err(BodyError::Malformed(_))));

@@ -20,7 +20,11 @@ pub const SERVER_VERSION: &str = "2.4.4-rdb";
 pub enum HandshakeError {
     Io(io::Error),
     /// Reported to the client (JSON or, for old protocols, a plain string), then closed.
-    Refused { code: i64, message: String, json: bool },
+    Refused {
+        code: i64,
+        message: String,
+        json: bool,
+    },
 }
 
 impl From<io::Error> for HandshakeError {
@@ -30,7 +34,11 @@ impl From<io::Error> for HandshakeError {
 }
 
 fn refused(code: i64, message: &str) -> HandshakeError {
-    HandshakeError::Refused { code, message: message.to_string(), json: true }
+    HandshakeError::Refused {
+        code,
+        message: message.to_string(),
+        json: true,
+    }
 }
 
 impl From<AuthError> for HandshakeError {
@@ -81,7 +89,9 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let pv = first.get("protocol_version");
     match pv {
         Some(serde_json::Value::Number(n)) if n.as_f64() == Some(0.0) => {}
-        Some(serde_json::Value::Number(_)) => return Err(refused(2, "Unsupported `protocol_version`.")),
+        Some(serde_json::Value::Number(_)) => {
+            return Err(refused(2, "Unsupported `protocol_version`."))
+        }
         _ => return Err(refused(1, "Expected a number for `protocol_version`.")),
     }
     match first.get("authentication_method").and_then(|v| v.as_str()) {
@@ -122,7 +132,12 @@ async fn write_message<S: AsyncWrite + Unpin>(s: &mut S, d: &Datum) -> io::Resul
 }
 
 /// Tells the client why the handshake failed, in the form its protocol expects.
-pub async fn write_refusal<S: AsyncWrite + Unpin>(s: &mut S, code: i64, message: &str, json: bool) -> io::Result<()> {
+pub async fn write_refusal<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    code: i64,
+    message: &str,
+    json: bool,
+) -> io::Result<()> {
     if json {
         let mut o = Object::new();
         o.insert("success".into(), Datum::Bool(false));
@@ -138,7 +153,9 @@ pub async fn write_refusal<S: AsyncWrite + Unpin>(s: &mut S, code: i64, message:
 }
 
 /// Reads one NUL-terminated JSON object of at most `MESSAGE_BYTES_MAX` bytes.
-async fn read_message<S: AsyncRead + Unpin>(s: &mut S) -> Result<serde_json::Map<String, serde_json::Value>, HandshakeError> {
+async fn read_message<S: AsyncRead + Unpin>(
+    s: &mut S,
+) -> Result<serde_json::Map<String, serde_json::Value>, HandshakeError> {
     let mut buf = Vec::with_capacity(256);
     let mut byte = [0u8; 1];
     loop {

@@ -12,5 +12,5 @@ pub mod scram;
 pub mod session;
 
 pub use conn::serve_connection;
-pub use session::ServerInfo;
 pub use scram::UserStore;
+pub use session::ServerInfo;

@@ -24,7 +24,10 @@ pub struct AuthError {
 }
 
 fn err(code: u32, message: &str) -> AuthError {
-    AuthError { code, message: message.to_string() }
+    AuthError {
+        code,
+        message: message.to_string(),
+    }
 }
 
 /// What the server keeps per user: never the password itself.
@@ -49,7 +52,12 @@ impl StoredKey {
         let client_key = hmac(&salted, b"Client Key");
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
         let server_key = hmac(&salted, b"Server Key");
-        StoredKey { salt, iterations, stored_key, server_key }
+        StoredKey {
+            salt,
+            iterations,
+            stored_key,
+            server_key,
+        }
     }
 }
 
@@ -70,7 +78,8 @@ pub struct UserStore {
 impl UserStore {
     pub fn with_admin(password: &str) -> UserStore {
         let mut s = UserStore::default();
-        s.users.insert("admin".into(), StoredKey::from_password(password));
+        s.users
+            .insert("admin".into(), StoredKey::from_password(password));
         s.decoy = Some(StoredKey::from_password("\u{0}decoy"));
         s
     }
@@ -87,29 +96,43 @@ pub struct ScramServer<'a> {
 
 enum State {
     Start,
-    SentFirst { user: String, key: StoredKey, known: bool, client_first_bare: String, server_first: String, nonce: String },
+    SentFirst {
+        user: String,
+        key: StoredKey,
+        known: bool,
+        client_first_bare: String,
+        server_first: String,
+        nonce: String,
+    },
     Done,
 }
 
 impl<'a> ScramServer<'a> {
     pub fn new(users: &'a UserStore) -> Self {
-        ScramServer { users, state: State::Start }
+        ScramServer {
+            users,
+            state: State::Start,
+        }
     }
 
     /// The authenticated user, once `server_final` succeeded.
     pub fn step_first(&mut self, client_first: &str) -> Result<String, AuthError> {
-        let State::Start = self.state else { return Err(err(20, "Other error")) };
+        let State::Start = self.state else {
+            return Err(err(20, "Other error"));
+        };
         // gs2 header: "n,," (no channel binding, no authzid).
         let rest = match client_first.strip_prefix("n,") {
             Some(r) => r,
-            None if client_first.starts_with("p=") => return Err(err(15, "Channel binding is not supported")),
+            None if client_first.starts_with("p=") => {
+                return Err(err(15, "Channel binding is not supported"))
+            }
             None if client_first.starts_with("y,") => client_first.strip_prefix("y,").unwrap_or(""),
             None => return Err(err(10, "Invalid encoding")),
         };
+        // An authorization identity (before the comma) is not supported.
         let bare = match rest.split_once(',') {
-            Some((authzid, bare)) if authzid.is_empty() => bare,
-            Some(_) => return Err(err(10, "Invalid encoding")),
-            None => return Err(err(10, "Invalid encoding")),
+            Some(("", bare)) => bare,
+            _ => return Err(err(10, "Invalid encoding")),
         };
         let mut user = None;
         let mut client_nonce = None;
@@ -129,7 +152,13 @@ impl<'a> ScramServer<'a> {
         }
         let (key, known) = match self.users.get(&user) {
             Some(k) => (k.clone(), true),
-            None => (self.users.decoy.clone().unwrap_or_else(|| StoredKey::from_password("")), false),
+            None => (
+                self.users
+                    .decoy
+                    .clone()
+                    .unwrap_or_else(|| StoredKey::from_password("")),
+                false,
+            ),
         };
         let mut server_nonce = [0u8; 18];
         rand::thread_rng().fill_bytes(&mut server_nonce);
@@ -148,8 +177,14 @@ impl<'a> ScramServer<'a> {
 
     /// Checks the client's proof; returns the server-final message and the user name.
     pub fn step_final(&mut self, client_final: &str) -> Result<(String, String), AuthError> {
-        let State::SentFirst { user, key, known, client_first_bare, server_first, nonce } =
-            std::mem::replace(&mut self.state, State::Done)
+        let State::SentFirst {
+            user,
+            key,
+            known,
+            client_first_bare,
+            server_first,
+            nonce,
+        } = std::mem::replace(&mut self.state, State::Done)
         else {
             return Err(err(20, "Other error"));
         };
@@ -169,7 +204,9 @@ impl<'a> ScramServer<'a> {
         if !channel_ok || !nonce_ok {
             return Err(err(10, "Invalid encoding"));
         }
-        let proof = B64.decode(proof_b64).map_err(|_| err(10, "Invalid encoding"))?;
+        let proof = B64
+            .decode(proof_b64)
+            .map_err(|_| err(10, "Invalid encoding"))?;
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
         let client_signature = hmac(&key.stored_key, auth_message.as_bytes());
         let mut client_key = [0u8; 32];
@@ -193,7 +230,9 @@ fn decode_username(v: &str) -> Result<String, AuthError> {
     let mut rest = v;
     while let Some(i) = rest.find('=') {
         out.push_str(&rest[..i]);
-        let esc = rest.get(i..i + 3).ok_or_else(|| err(18, "Invalid username encoding"))?;
+        let esc = rest
+            .get(i..i + 3)
+            .ok_or_else(|| err(18, "Invalid username encoding"))?;
         match esc {
             "=2C" => out.push(','),
             "=3D" => out.push('='),
@@ -211,8 +250,10 @@ mod tests {
 
     /// A client following RFC 5802, to exercise the server end to end.
     fn client_final(password: &str, client_first_bare: &str, server_first: &str) -> String {
-        let attrs: HashMap<&str, &str> =
-            server_first.split(',').filter_map(|a| a.split_once('=')).collect();
+        let attrs: HashMap<&str, &str> = server_first
+            .split(',')
+            .filter_map(|a| a.split_once('='))
+            .collect();
         let salt = B64.decode(attrs["s"]).unwrap();
         let iters: u32 = attrs["i"].parse().unwrap();
         let mut salted = [0u8; 32];
@@ -222,7 +263,11 @@ mod tests {
         let without_proof = format!("c=biws,r={}", attrs["r"]);
         let auth = format!("{client_first_bare},{server_first},{without_proof}");
         let sig = hmac(&stored, auth.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(sig.iter()).map(|(a, b)| a ^ b).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(sig.iter())
+            .map(|(a, b)| a ^ b)
+            .collect();
         format!("{without_proof},p={}", B64.encode(proof))
     }
 
@@ -230,7 +275,8 @@ mod tests {
         let mut s = ScramServer::new(users);
         let bare = format!("n={user},r=abcdefgh");
         let first = s.step_first(&format!("n,,{bare}"))?;
-        s.step_final(&client_final(password, &bare, &first)).map(|(_, u)| u)
+        s.step_final(&client_final(password, &bare, &first))
+            .map(|(_, u)| u)
     }
 
     #[test]
@@ -253,7 +299,15 @@ mod tests {
     #[test]
     fn malformed_messages_are_rejected() {
         let users = UserStore::with_admin("");
-        for bad in ["", "x", "n,,", "n,,n=admin", "p=tls,,n=a,r=b", "n,,n=admin,r=x,m=ext", "n,,n=a=ZZ,r=b"] {
+        for bad in [
+            "",
+            "x",
+            "n,,",
+            "n,,n=admin",
+            "p=tls,,n=a,r=b",
+            "n,,n=admin,r=x,m=ext",
+            "n,,n=a=ZZ,r=b",
+        ] {
             let mut s = ScramServer::new(&users);
             assert!(s.step_first(bad).is_err(), "{bad:?}");
         }

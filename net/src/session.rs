@@ -20,9 +20,22 @@ const CURSORS_MAX: usize = 4096;
 
 /// Global optional arguments RethinkDB accepts on START.
 const GLOBAL_OPTARGS: &[&str] = &[
-    "db", "use_outdated", "noreply", "time_format", "profile", "durability", "group_format",
-    "binary_format", "array_limit", "right_bound", "left_bound", "max_batch_rows",
-    "max_batch_bytes", "max_batch_seconds", "first_batch_scaledown_factor", "read_mode",
+    "db",
+    "use_outdated",
+    "noreply",
+    "time_format",
+    "profile",
+    "durability",
+    "group_format",
+    "binary_format",
+    "array_limit",
+    "right_bound",
+    "left_bound",
+    "max_batch_rows",
+    "max_batch_bytes",
+    "max_batch_seconds",
+    "first_batch_scaledown_factor",
+    "read_mode",
     "min_batch_rows",
 ];
 
@@ -47,7 +60,10 @@ pub struct Session {
 
 impl Session {
     pub fn new(server: ServerInfo) -> Session {
-        Session { cursors: HashMap::new(), server }
+        Session {
+            cursors: HashMap::new(),
+            server,
+        }
     }
 
     /// Handles one query body; `None` when no response is due (noreply).
@@ -70,7 +86,10 @@ impl Session {
             }
         };
         match q {
-            Query::Start { term, global_optargs } => self.start(token, &term, global_optargs),
+            Query::Start {
+                term,
+                global_optargs,
+            } => self.start(token, &term, global_optargs),
             Query::Continue => Some(match self.cursors.remove(&token) {
                 Some(c) => self.next_batch(token, c, None),
                 None => client_error(
@@ -81,17 +100,29 @@ impl Session {
             }),
             Query::Stop => {
                 self.cursors.remove(&token);
-                Some(response::success(token, response::SUCCESS_SEQUENCE, &[], None))
+                Some(response::success(
+                    token,
+                    response::SUCCESS_SEQUENCE,
+                    &[],
+                    None,
+                ))
             }
             // Queries run to completion before the next frame is read, so every earlier
             // noreply query has finished by now.
-            Query::NoreplyWait => Some(response::success(token, response::WAIT_COMPLETE, &[], None)),
+            Query::NoreplyWait => {
+                Some(response::success(token, response::WAIT_COMPLETE, &[], None))
+            }
             Query::ServerInfo => {
                 let mut o = rdb_query::datum::Object::new();
                 o.insert("id".into(), Datum::str(self.server.id.as_str()));
                 o.insert("name".into(), Datum::str(self.server.name.as_str()));
                 o.insert("proxy".into(), Datum::Bool(false));
-                Some(response::success(token, response::SERVER_INFO, &[Datum::object(o)], None))
+                Some(response::success(
+                    token,
+                    response::SERVER_INFO,
+                    &[Datum::object(o)],
+                    None,
+                ))
             }
         }
     }
@@ -127,7 +158,12 @@ impl Session {
                     );
                     return Some(response::error(token, &e));
                 }
-                let c = Cursor { stream, ctx, batch_rows, batch_bytes };
+                let c = Cursor {
+                    stream,
+                    ctx,
+                    batch_rows,
+                    batch_bytes,
+                };
                 let prof = profile.then(|| profile_json(started));
                 self.next_batch(token, c, prof.as_deref())
             }
@@ -173,7 +209,11 @@ impl Session {
             }
         };
         body.push(']');
-        let t = if done { response::SUCCESS_SEQUENCE } else { response::SUCCESS_PARTIAL };
+        let t = if done {
+            response::SUCCESS_SEQUENCE
+        } else {
+            response::SUCCESS_PARTIAL
+        };
         // Drivers read the notes field of stream responses; plain streams have none.
         let mut s = format!("{{\"t\":{t},\"r\":{body},\"n\":[]");
         if let Some(p) = profile {

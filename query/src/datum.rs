@@ -148,7 +148,10 @@ impl Datum {
         let lp = self.ptype_compares_specially();
         let rp = other.ptype_compares_specially();
         if lp && rp {
-            let (lt, rt) = (self.reql_type().unwrap_or(""), other.reql_type().unwrap_or(""));
+            let (lt, rt) = (
+                self.reql_type().unwrap_or(""),
+                other.reql_type().unwrap_or(""),
+            );
             if lt != rt {
                 return lt.cmp(rt);
             }
@@ -196,8 +199,14 @@ fn ptype_cmp(a: &Datum, b: &Datum) -> Ordering {
         (Datum::Binary(x), Datum::Binary(y)) => x.cmp(y),
         _ => {
             if a.reql_type() == Some("TIME") {
-                let ea = a.get_field("epoch_time").and_then(Datum::as_num).unwrap_or(0.0);
-                let eb = b.get_field("epoch_time").and_then(Datum::as_num).unwrap_or(0.0);
+                let ea = a
+                    .get_field("epoch_time")
+                    .and_then(Datum::as_num)
+                    .unwrap_or(0.0);
+                let eb = b
+                    .get_field("epoch_time")
+                    .and_then(Datum::as_num)
+                    .unwrap_or(0.0);
                 return ea.partial_cmp(&eb).unwrap_or(Ordering::Equal);
             }
             match (a, b) {

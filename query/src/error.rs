@@ -38,7 +38,11 @@ pub struct ReqlError {
 
 impl ReqlError {
     pub fn new(kind: ErrorKind, msg: impl Into<String>) -> ReqlError {
-        ReqlError { kind, msg: msg.into(), frames_rev: Vec::new() }
+        ReqlError {
+            kind,
+            msg: msg.into(),
+            frames_rev: Vec::new(),
+        }
     }
     pub fn with_frame(mut self, f: Frame) -> ReqlError {
         self.frames_rev.push(f);

@@ -235,7 +235,9 @@ pub fn from_json_raw(v: &serde_json::Value) -> Result<Datum> {
         serde_json::Value::Null => Datum::Null,
         serde_json::Value::Bool(b) => Datum::Bool(*b),
         serde_json::Value::Number(n) => {
-            let f = n.as_f64().ok_or_else(|| logic("Non-finite number in JSON."))?;
+            let f = n
+                .as_f64()
+                .ok_or_else(|| logic("Non-finite number in JSON."))?;
             if !f.is_finite() {
                 return Err(logic(format!("Non-finite number: {f}")));
             }

@@ -48,7 +48,10 @@ pub fn encode_into(out: &mut Vec<u8>, d: &Datum) {
             }
             _ if d.reql_type() == Some("TIME") => {
                 out.push(PT_TIME);
-                let t = d.get_field("epoch_time").and_then(Datum::as_num).unwrap_or(0.0);
+                let t = d
+                    .get_field("epoch_time")
+                    .and_then(Datum::as_num)
+                    .unwrap_or(0.0);
                 encode_num(out, t);
             }
             Datum::Object(o) => {
@@ -104,7 +107,11 @@ fn encode_object_body(out: &mut Vec<u8>, o: &crate::datum::Object) {
 fn encode_num(out: &mut Vec<u8>, n: f64) {
     let n = if n == 0.0 { 0.0 } else { n };
     let bits = n.to_bits();
-    let key = if bits >> 63 == 0 { bits ^ (1 << 63) } else { !bits };
+    let key = if bits >> 63 == 0 {
+        bits ^ (1 << 63)
+    } else {
+        !bits
+    };
     out.extend_from_slice(&key.to_be_bytes());
 }
 
@@ -156,11 +163,26 @@ mod tests {
 
     #[test]
     fn extremes() {
-        let vals = [Datum::MinVal, Datum::array(vec![]), Datum::Bool(false), Datum::Null,
-            Datum::Num(-1.0), Datum::Num(0.0), Datum::empty_object(),
-            Datum::Binary(vec![1].into()), Datum::str(""), Datum::MaxVal];
+        let vals = [
+            Datum::MinVal,
+            Datum::array(vec![]),
+            Datum::Bool(false),
+            Datum::Null,
+            Datum::Num(-1.0),
+            Datum::Num(0.0),
+            Datum::empty_object(),
+            Datum::Binary(vec![1].into()),
+            Datum::str(""),
+            Datum::MaxVal,
+        ];
         for w in vals.windows(2) {
-            assert_eq!(w[0].cmp_datum(&w[1]), Ordering::Less, "{:?} < {:?}", w[0], w[1]);
+            assert_eq!(
+                w[0].cmp_datum(&w[1]),
+                Ordering::Less,
+                "{:?} < {:?}",
+                w[0],
+                w[1]
+            );
             assert!(encode(&w[0]) < encode(&w[1]));
         }
         assert_eq!(encode(&Datum::Num(-0.0)), encode(&Datum::Num(0.0)));

@@ -61,17 +61,22 @@ fn parse_at(v: &serde_json::Value, depth: usize) -> Result<Rc<Term>> {
     use serde_json::Value as J;
     Ok(Rc::new(match v {
         J::Array(a) => {
-            let ty = a
-                .first()
-                .and_then(|t| t.as_u64())
-                .ok_or_else(|| compile(format!("Expected a term type as the first element of `{v}`.")))?
-                as u32;
+            let ty = a.first().and_then(|t| t.as_u64()).ok_or_else(|| {
+                compile(format!(
+                    "Expected a term type as the first element of `{v}`."
+                ))
+            })? as u32;
             if ty == tt::DATUM {
-                let d = a.get(1).ok_or_else(|| compile("DATUM term without a value."))?;
+                let d = a
+                    .get(1)
+                    .ok_or_else(|| compile("DATUM term without a value."))?;
                 return Ok(Rc::new(Term::Datum(json::from_json(d)?)));
             }
             if a.len() > 3 {
-                return Err(compile(format!("Expected at most 3 elements in a term but found {}.", a.len())));
+                return Err(compile(format!(
+                    "Expected at most 3 elements in a term but found {}.",
+                    a.len()
+                )));
             }
             let mut args = Vec::new();
             match a.get(1) {
@@ -82,7 +87,9 @@ fn parse_at(v: &serde_json::Value, depth: usize) -> Result<Rc<Term>> {
                     }
                 }
                 Some(other) => {
-                    return Err(compile(format!("Expected an array of arguments but found `{other}`.")))
+                    return Err(compile(format!(
+                        "Expected an array of arguments but found `{other}`."
+                    )))
                 }
             }
             let mut optargs = Vec::new();
@@ -90,12 +97,15 @@ fn parse_at(v: &serde_json::Value, depth: usize) -> Result<Rc<Term>> {
                 None => {}
                 Some(J::Object(o)) => {
                     for (k, x) in o {
-                        let t = parse_at(x, depth + 1).map_err(|e| e.with_frame(Frame::Opt(k.clone())))?;
+                        let t = parse_at(x, depth + 1)
+                            .map_err(|e| e.with_frame(Frame::Opt(k.clone())))?;
                         optargs.push((k.clone(), t));
                     }
                 }
                 Some(other) => {
-                    return Err(compile(format!("Expected an object of optional arguments but found `{other}`.")))
+                    return Err(compile(format!(
+                        "Expected an object of optional arguments but found `{other}`."
+                    )))
                 }
             }
             Term::Op(Op { ty, args, optargs })
@@ -106,7 +116,11 @@ fn parse_at(v: &serde_json::Value, depth: usize) -> Result<Rc<Term>> {
                 let t = parse_at(x, depth + 1).map_err(|e| e.with_frame(Frame::Opt(k.clone())))?;
                 optargs.push((k.clone(), t));
             }
-            Term::Op(Op { ty: tt::MAKE_OBJ, args: Vec::new(), optargs })
+            Term::Op(Op {
+                ty: tt::MAKE_OBJ,
+                args: Vec::new(),
+                optargs,
+            })
         }
         scalar => Term::Datum(json::from_json(scalar)?),
     }))
@@ -138,17 +152,27 @@ pub fn spec(t: u32) -> Option<Spec> {
             1,
             1,
             &[
-                "data", "timeout", "method", "params", "header", "attempts", "redirects",
-                "verify", "page", "page_limit", "auth", "result_format",
+                "data",
+                "timeout",
+                "method",
+                "params",
+                "header",
+                "attempts",
+                "redirects",
+                "verify",
+                "page",
+                "page_limit",
+                "auth",
+                "result_format",
             ],
         ),
         ERROR | LITERAL | UUID => sp(0, 1, &[]),
         RANDOM => sp(0, 2, &["float"]),
         TABLE => sp(1, 2, &["read_mode", "use_outdated", "identifier_format"]),
-        GET | MOD | BIT_SAL | BIT_SAR | DIFFERENCE | SET_INSERT | SET_INTERSECTION
-        | SET_UNION | SET_DIFFERENCE | GET_FIELD | OFFSETS_OF | APPEND | PREPEND | NTH
-        | LIMIT | SKIP | COERCE_TO | MATCH | SAMPLE | DEFAULT | FOR_EACH | FORMAT
-        | IN_TIMEZONE | SET_WRITE_HOOK | INDEX_DROP => sp(2, 2, &[]),
+        GET | MOD | BIT_SAL | BIT_SAR | DIFFERENCE | SET_INSERT | SET_INTERSECTION | SET_UNION
+        | SET_DIFFERENCE | GET_FIELD | OFFSETS_OF | APPEND | PREPEND | NTH | LIMIT | SKIP
+        | COERCE_TO | MATCH | SAMPLE | DEFAULT | FOR_EACH | FORMAT | IN_TIMEZONE
+        | SET_WRITE_HOOK | INDEX_DROP => sp(2, 2, &[]),
         GET_ALL => sp(1, -1, &["index"]),
         EQ | NE | LT | LE | GT | GE => sp(2, -1, &[]),
         ADD | SUB | MUL | DIV | BIT_AND | BIT_OR | BIT_XOR | CONTAINS => sp(1, -1, &[]),
@@ -159,8 +183,12 @@ pub fn spec(t: u32) -> Option<Spec> {
             1,
             1,
             &[
-                "squash", "changefeed_queue_size", "include_initial", "include_offsets",
-                "include_states", "include_types",
+                "squash",
+                "changefeed_queue_size",
+                "include_initial",
+                "include_offsets",
+                "include_states",
+                "include_types",
             ],
         ),
         REDUCE => sp(2, 2, &["base"]),
@@ -183,13 +211,34 @@ pub fn spec(t: u32) -> Option<Spec> {
         UPDATE | REPLACE => sp(
             2,
             2,
-            &["non_atomic", "durability", "return_vals", "return_changes", "ignore_write_hook"],
+            &[
+                "non_atomic",
+                "durability",
+                "return_vals",
+                "return_changes",
+                "ignore_write_hook",
+            ],
         ),
-        DELETE => sp(1, 1, &["durability", "return_vals", "return_changes", "ignore_write_hook"]),
+        DELETE => sp(
+            1,
+            1,
+            &[
+                "durability",
+                "return_vals",
+                "return_changes",
+                "ignore_write_hook",
+            ],
+        ),
         INSERT => sp(
             2,
             2,
-            &["conflict", "durability", "return_vals", "return_changes", "ignore_write_hook"],
+            &[
+                "conflict",
+                "durability",
+                "return_vals",
+                "return_changes",
+                "ignore_write_hook",
+            ],
         ),
         DB_CREATE | DB_DROP | SYNC | INDEX_LIST | GET_WRITE_HOOK => sp(1, 1, &[]),
         DB_LIST => sp(0, 0, &[]),
@@ -197,8 +246,12 @@ pub fn spec(t: u32) -> Option<Spec> {
             1,
             2,
             &[
-                "primary_key", "shards", "replicas", "nonvoting_replica_tags",
-                "primary_replica_tag", "durability",
+                "primary_key",
+                "shards",
+                "replicas",
+                "nonvoting_replica_tags",
+                "primary_replica_tag",
+                "durability",
             ],
         ),
         TABLE_DROP => sp(1, 2, &[]),
@@ -209,8 +262,12 @@ pub fn spec(t: u32) -> Option<Spec> {
             0,
             1,
             &[
-                "dry_run", "emergency_repair", "nonvoting_replica_tags",
-                "primary_replica_tag", "replicas", "shards",
+                "dry_run",
+                "emergency_repair",
+                "nonvoting_replica_tags",
+                "primary_replica_tag",
+                "replicas",
+                "shards",
             ],
         ),
         REBALANCE => sp(0, 1, &[]),
@@ -223,11 +280,11 @@ pub fn spec(t: u32) -> Option<Spec> {
         OR | AND => sp(0, -1, &[]),
         SPLIT => sp(1, 3, &[]),
         ISO8601 => sp(1, 1, &["default_timezone"]),
-        TO_ISO8601 | EPOCH_TIME | TO_EPOCH_TIME | DATE | TIME_OF_DAY | TIMEZONE | YEAR
-        | MONTH | DAY | DAY_OF_WEEK | DAY_OF_YEAR | HOURS | MINUTES | SECONDS => sp(1, 1, &[]),
+        TO_ISO8601 | EPOCH_TIME | TO_EPOCH_TIME | DATE | TIME_OF_DAY | TIMEZONE | YEAR | MONTH
+        | DAY | DAY_OF_WEEK | DAY_OF_YEAR | HOURS | MINUTES | SECONDS => sp(1, 1, &[]),
         NOW | MINVAL | MAXVAL | MONDAY | TUESDAY | WEDNESDAY | THURSDAY | FRIDAY | SATURDAY
-        | SUNDAY | JANUARY | FEBRUARY | MARCH | APRIL | MAY | JUNE | JULY | AUGUST
-        | SEPTEMBER | OCTOBER | NOVEMBER | DECEMBER => sp(0, 0, &[]),
+        | SUNDAY | JANUARY | FEBRUARY | MARCH | APRIL | MAY | JUNE | JULY | AUGUST | SEPTEMBER
+        | OCTOBER | NOVEMBER | DECEMBER => sp(0, 0, &[]),
         DURING => sp(3, 3, BOUNDS),
         TIME => sp(4, 7, &[]),
         GEOJSON | TO_GEOJSON | FILL => sp(1, 1, &[]),
@@ -237,11 +294,14 @@ pub fn spec(t: u32) -> Option<Spec> {
         DISTANCE => sp(2, 2, &["geo_system", "unit"]),
         CIRCLE => sp(2, 2, &["geo_system", "unit", "fill", "num_vertices"]),
         GET_INTERSECTING => sp(2, 2, &["index"]),
-        GET_NEAREST => sp(2, 2, &["index", "max_results", "max_dist", "geo_system", "unit"]),
+        GET_NEAREST => sp(
+            2,
+            2,
+            &["index", "max_results", "max_dist", "geo_system", "unit"],
+        ),
         _ => None,
     }
 }
-
 
 pub fn arity_message(min: i32, max: i32, found: usize) -> String {
     let expected = if min == max {

@@ -5,7 +5,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
-#[command(name = "rdb", version, about = "A realtime document database speaking RethinkDB's protocol")]
+#[command(
+    name = "rdb",
+    version,
+    about = "A realtime document database speaking RethinkDB's protocol"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -68,18 +72,36 @@ impl Config {
             None => ServeArgs::default(),
         };
         let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let cores = args.cores.or(file.cores).unwrap_or(cpus);
         if cores == 0 || cores > 256 {
             return Err(format!("--cores must be between 1 and 256 (got {cores})"));
         }
-        let bind = if !args.bind.is_empty() { args.bind.clone() } else { file.bind.clone() };
+        let bind = if !args.bind.is_empty() {
+            args.bind.clone()
+        } else {
+            file.bind.clone()
+        };
         Ok(Config {
-            directory: args.directory.clone().or(file.directory).unwrap_or_else(|| PathBuf::from("rdb_data")),
-            bind: if bind.is_empty() { vec!["127.0.0.1".into()] } else { bind },
-            driver_port: args.driver_port.or(file.driver_port).unwrap_or(DRIVER_PORT_DEFAULT),
+            directory: args
+                .directory
+                .clone()
+                .or(file.directory)
+                .unwrap_or_else(|| PathBuf::from("rdb_data")),
+            bind: if bind.is_empty() {
+                vec!["127.0.0.1".into()]
+            } else {
+                bind
+            },
+            driver_port: args
+                .driver_port
+                .or(file.driver_port)
+                .unwrap_or(DRIVER_PORT_DEFAULT),
             cores,
-            initial_password: pick(&args.initial_password, &file.initial_password).unwrap_or_default(),
+            initial_password: pick(&args.initial_password, &file.initial_password)
+                .unwrap_or_default(),
             log_file: args.log_file.clone().or(file.log_file),
             server_name: pick(&args.server_name, &file.server_name).unwrap_or_else(host_name),
         })
@@ -92,7 +114,9 @@ impl Config {
             let ip: std::net::IpAddr = match b.as_str() {
                 "all" => std::net::Ipv4Addr::UNSPECIFIED.into(),
                 "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
-                other => other.parse().map_err(|_| format!("invalid --bind address `{other}`"))?,
+                other => other
+                    .parse()
+                    .map_err(|_| format!("invalid --bind address `{other}`"))?,
             };
             out.push(std::net::SocketAddr::new(ip, self.driver_port));
         }
@@ -103,7 +127,10 @@ impl Config {
 fn host_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
-        .map(|s| s.trim().replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_"))
+        .map(|s| {
+            s.trim()
+                .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_")
+        })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "rdb".into())
 }
@@ -150,8 +177,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rdb-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("rdb.conf");
-        std::fs::write(&f, "# comment\ndriver-port=29000\ncores=1\ndirectory=/tmp/x\n").unwrap();
-        let args = ServeArgs { config_file: Some(f), driver_port: Some(30000), ..Default::default() };
+        std::fs::write(
+            &f,
+            "# comment\ndriver-port=29000\ncores=1\ndirectory=/tmp/x\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config_file: Some(f),
+            driver_port: Some(30000),
+            ..Default::default()
+        };
         let c = Config::resolve(&args).unwrap();
         assert_eq!(c.driver_port, 30000);
         assert_eq!(c.cores, 1);

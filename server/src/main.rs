@@ -37,7 +37,10 @@ fn init_logging(cfg: &Config) -> Result<(), String> {
                 .append(true)
                 .open(p)
                 .map_err(|e| format!("cannot open log file {}: {e}", p.display()))?;
-            builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .init();
         }
         None => builder.with_writer(std::io::stderr).init(),
     }
@@ -61,7 +64,10 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
     init_logging(&cfg)?;
     let addrs = cfg.listen_addrs()?;
     let lock = lock::lock_directory(&cfg.directory)?;
-    let info = ServerInfo { id: server_id(&cfg.directory)?, name: cfg.server_name.clone() };
+    let info = ServerInfo {
+        id: server_id(&cfg.directory)?,
+        name: cfg.server_name.clone(),
+    };
     let users = Arc::new(UserStore::with_admin(&cfg.initial_password));
 
     // Bind once up front so a busy port is reported clearly before any core starts.
@@ -71,7 +77,8 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
 
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, shutdown.clone()).map_err(|e| format!("cannot install signal handler: {e}"))?;
+        signal_hook::flag::register(sig, shutdown.clone())
+            .map_err(|e| format!("cannot install signal handler: {e}"))?;
     }
 
     tracing::info!(
@@ -84,7 +91,10 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
     for a in &addrs {
         tracing::info!("Listening for client driver connections on {a}");
     }
-    let rt = rdb_io::RuntimeConfig { cores: cfg.cores, ..Default::default() };
+    let rt = rdb_io::RuntimeConfig {
+        cores: cfg.cores,
+        ..Default::default()
+    };
     let sd = shutdown.clone();
     rdb_io::run_per_core(&rt, move |core| {
         let addrs = addrs.clone();
@@ -114,7 +124,9 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
                                     let users = users.clone();
                                     let info = info.clone();
                                     rdb_io::spawn_local(async move {
-                                        if let Err(e) = serve_connection(stream, &users, &info).await {
+                                        if let Err(e) =
+                                            serve_connection(stream, &users, &info).await
+                                        {
                                             tracing::debug!("connection ended: {e}");
                                         }
                                     });
@@ -144,7 +156,10 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
 }
 
 /// Waits for the first of two futures.
-async fn futures_or(a: impl std::future::Future<Output = ()>, b: impl std::future::Future<Output = ()>) {
+async fn futures_or(
+    a: impl std::future::Future<Output = ()>,
+    b: impl std::future::Future<Output = ()>,
+) {
     rdb_io::race(a, b).await;
 }
 

@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 fn second_server_on_same_directory_refuses_to_start() {
     let s = common::start("lock", &[]);
     let out = Command::new(env!("CARGO_BIN_EXE_rdb"))
-        .args(["--directory", s.dir.to_str().unwrap(), "--driver-port", &common::free_port().to_string()])
+        .args([
+            "--directory",
+            s.dir.to_str().unwrap(),
+            "--driver-port",
+            &common::free_port().to_string(),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -26,16 +31,27 @@ fn sigterm_and_sigint_shut_down_cleanly() {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = s.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status:?} after signal {sig}");
+                assert!(
+                    status.success(),
+                    "exit status {status:?} after signal {sig}"
+                );
                 break;
             }
-            assert!(Instant::now() < deadline, "server did not exit after signal {sig}");
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after signal {sig}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         // The lock is released: a new server starts on the same directory.
         let port = common::free_port();
         let mut again = Command::new(env!("CARGO_BIN_EXE_rdb"))
-            .args(["--directory", s.dir.to_str().unwrap(), "--driver-port", &port.to_string()])
+            .args([
+                "--directory",
+                s.dir.to_str().unwrap(),
+                "--driver-port",
+                &port.to_string(),
+            ])
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -53,7 +69,12 @@ fn sigterm_and_sigint_shut_down_cleanly() {
 fn busy_port_is_reported() {
     let s = common::start("busy", &[]);
     let out = Command::new(env!("CARGO_BIN_EXE_rdb"))
-        .args(["--directory", common::scratch_dir("busy2").to_str().unwrap(), "--driver-port", &s.port.to_string()])
+        .args([
+            "--directory",
+            common::scratch_dir("busy2").to_str().unwrap(),
+            "--driver-port",
+            &s.port.to_string(),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

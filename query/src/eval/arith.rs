@@ -60,8 +60,6 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &[Val]) -> Result<Option<Val>> {
                     0.0
                 } else if rhs < 4096 {
                     lhs as f64 * 2f64.powi(rhs as i32)
-                } else if lhs == 0 {
-                    0.0
                 } else {
                     f64::INFINITY
                 }
@@ -118,7 +116,9 @@ fn check_num(d: &Datum) -> Result<f64> {
 
 fn add(ctx: &Ctx, lhs: Datum, rhs: Datum) -> Result<Datum> {
     if lhs.reql_type() == Some("TIME") || rhs.reql_type() == Some("TIME") {
-        return Err(logic("Time arithmetic is not supported by this server yet."));
+        return Err(logic(
+            "Time arithmetic is not supported by this server yet.",
+        ));
     }
     match &lhs {
         Datum::Num(a) => make_num(a + check_num(&rhs)?),
@@ -142,14 +142,20 @@ fn add(ctx: &Ctx, lhs: Datum, rhs: Datum) -> Result<Datum> {
 
 fn sub(lhs: Datum, rhs: Datum) -> Result<Datum> {
     if lhs.reql_type() == Some("TIME") {
-        return Err(logic("Time arithmetic is not supported by this server yet."));
+        return Err(logic(
+            "Time arithmetic is not supported by this server yet.",
+        ));
     }
     make_num(check_num(&lhs)? - check_num(&rhs)?)
 }
 
 fn mul(ctx: &Ctx, lhs: Datum, rhs: Datum) -> Result<Datum> {
     if let (Datum::Array(_), _) | (_, Datum::Array(_)) = (&lhs, &rhs) {
-        let (arr, n) = if matches!(lhs, Datum::Array(_)) { (lhs, rhs) } else { (rhs, lhs) };
+        let (arr, n) = if matches!(lhs, Datum::Array(_)) {
+            (lhs, rhs)
+        } else {
+            (rhs, lhs)
+        };
         let copies = int(&n)?;
         if copies < 0 {
             return Err(logic("Cannot multiply an ARRAY by a negative number."));

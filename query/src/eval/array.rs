@@ -46,7 +46,11 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &[Val], _opt: &Optargs) -> Result<Opt
         }
         tt::SET_INSERT => {
             let mut seen = BTreeSet::new();
-            out = a.iter().filter(|x| seen.insert((*x).clone())).cloned().collect();
+            out = a
+                .iter()
+                .filter(|x| seen.insert((*x).clone()))
+                .cloned()
+                .collect();
             if !seen.contains(&second) {
                 out.push(second);
             }
@@ -54,7 +58,12 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &[Val], _opt: &Optargs) -> Result<Opt
         tt::SET_UNION => {
             let b = array(&second)?;
             let mut seen = BTreeSet::new();
-            out = a.iter().chain(b.iter()).filter(|x| seen.insert((*x).clone())).cloned().collect();
+            out = a
+                .iter()
+                .chain(b.iter())
+                .filter(|x| seen.insert((*x).clone()))
+                .cloned()
+                .collect();
         }
         tt::SET_INTERSECTION => {
             let b = array(&second)?;
@@ -64,7 +73,11 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &[Val], _opt: &Optargs) -> Result<Opt
         tt::SET_DIFFERENCE => {
             let b = array(&second)?;
             let mut set: BTreeSet<Datum> = b.iter().cloned().collect();
-            out = a.iter().filter(|x| set.insert((*x).clone())).cloned().collect();
+            out = a
+                .iter()
+                .filter(|x| set.insert((*x).clone()))
+                .cloned()
+                .collect();
         }
         _ => {
             out = (**a).clone();

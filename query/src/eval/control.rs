@@ -16,8 +16,10 @@ pub fn eval_lazy(ctx: &Rc<Ctx>, env: &Env, op: &Op) -> Result<Val> {
     };
     match op.ty {
         tt::BRANCH => {
-            if op.args.len() % 2 == 0 {
-                return Err(logic("Cannot call `branch` term with an even number of arguments."));
+            if op.args.len().is_multiple_of(2) {
+                return Err(logic(
+                    "Cannot call `branch` term with an even number of arguments.",
+                ));
             }
             let mut i = 0;
             while i + 1 < op.args.len() {

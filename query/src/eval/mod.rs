@@ -91,7 +91,11 @@ struct VarNode {
 impl Env {
     fn bind(&self, id: i64, val: Datum) -> Env {
         Env {
-            vars: Some(Rc::new(VarNode { id, val, next: self.vars.clone() })),
+            vars: Some(Rc::new(VarNode {
+                id,
+                val,
+                next: self.vars.clone(),
+            })),
             implicit: self.implicit.clone(),
             literal_ok: self.literal_ok,
         }
@@ -100,7 +104,10 @@ impl Env {
         if self.literal_ok == ok {
             return self.clone();
         }
-        Env { literal_ok: ok, ..self.clone() }
+        Env {
+            literal_ok: ok,
+            ..self.clone()
+        }
     }
     fn lookup(&self, id: i64) -> Option<&Datum> {
         let mut cur = self.vars.as_deref();
@@ -149,9 +156,9 @@ impl Callable {
                 let key = string(f)?;
                 object::get_field(&row, key).map(Val::Datum)
             }
-            Callable::Eq(x) => {
-                Ok(Val::Datum(Datum::Bool(args.first().map(|a| a == x).unwrap_or(false))))
-            }
+            Callable::Eq(x) => Ok(Val::Datum(Datum::Bool(
+                args.first().map(|a| a == x).unwrap_or(false),
+            ))),
         }
     }
     pub fn call_datum(&self, ctx: &Rc<Ctx>, args: &[Datum]) -> Result<Datum> {
@@ -260,7 +267,11 @@ pub fn grouped_to_datum(g: &Grouped) -> Datum {
     o.insert(crate::datum::REQL_TYPE.into(), Datum::str("GROUPED_DATA"));
     o.insert(
         "data".into(),
-        Datum::array(g.iter().map(|(k, v)| Datum::array(vec![k.clone(), v.clone()])).collect()),
+        Datum::array(
+            g.iter()
+                .map(|(k, v)| Datum::array(vec![k.clone(), v.clone()]))
+                .collect(),
+        ),
     );
     Datum::object(o)
 }
@@ -295,14 +306,19 @@ fn check_at(t: &Term, scope: &mut Vec<i64>, implicit_depth: u32) -> Result<()> {
             let params = func_params(op)?;
             let n = scope.len();
             scope.extend(params.iter().copied());
-            let depth = if params.len() == 1 { implicit_depth + 1 } else { implicit_depth };
+            let depth = if params.len() == 1 {
+                implicit_depth + 1
+            } else {
+                implicit_depth
+            };
             let r = check_at(&op.args[1], scope, depth).map_err(|e| e.with_frame(Frame::Pos(1)));
             scope.truncate(n);
             return r;
         }
         tt::MAKE_OBJ => {
             for (k, v) in &op.optargs {
-                check_at(v, scope, implicit_depth).map_err(|e| e.with_frame(Frame::Opt(k.clone())))?;
+                check_at(v, scope, implicit_depth)
+                    .map_err(|e| e.with_frame(Frame::Opt(k.clone())))?;
             }
             return Ok(());
         }
@@ -310,18 +326,26 @@ fn check_at(t: &Term, scope: &mut Vec<i64>, implicit_depth: u32) -> Result<()> {
     }
     let Some(spec) = term::spec(op.ty) else {
         return Err(match crate::term_type::name(op.ty) {
-            Some(name) => crate::error::compile(format!("Term {name} is not supported by this server yet.")),
+            Some(name) => {
+                crate::error::compile(format!("Term {name} is not supported by this server yet."))
+            }
             None => crate::error::compile(format!("Unknown term type: {}.", op.ty)),
         });
     };
     let has_args_term = op.args.iter().any(|a| a.ty() == tt::ARGS);
     if !has_args_term && !term::arity_ok(spec.min, spec.max, op.args.len()) {
-        return Err(crate::error::compile(term::arity_message(spec.min, spec.max, op.args.len())));
+        return Err(crate::error::compile(term::arity_message(
+            spec.min,
+            spec.max,
+            op.args.len(),
+        )));
     }
     for (k, v) in &op.optargs {
         if !spec.optargs.contains(&k.as_str()) {
-            return Err(crate::error::compile(format!("Unrecognized optional argument `{k}`."))
-                .with_frame(Frame::Opt(k.clone())));
+            return Err(
+                crate::error::compile(format!("Unrecognized optional argument `{k}`."))
+                    .with_frame(Frame::Opt(k.clone())),
+            );
         }
         check_at(v, scope, implicit_depth).map_err(|e| e.with_frame(Frame::Opt(k.clone())))?;
     }
@@ -334,7 +358,9 @@ fn check_at(t: &Term, scope: &mut Vec<i64>, implicit_depth: u32) -> Result<()> {
 fn var_id(op: &Op) -> Result<i64> {
     match op.args.first().map(|a| &**a) {
         Some(Term::Datum(Datum::Num(n))) if op.args.len() == 1 => Ok(*n as i64),
-        _ => Err(crate::error::compile("A variable term has a non-numeric name datum.")),
+        _ => Err(crate::error::compile(
+            "A variable term has a non-numeric name datum.",
+        )),
     }
 }
 
@@ -350,7 +376,9 @@ fn func_params(op: &Op) -> Result<Vec<i64>> {
             .into_iter()
             .map(|d| match d {
                 Datum::Num(n) => Ok(*n as i64),
-                _ => Err(crate::error::compile("FUNC variables must be a literal *array* of numbers.")),
+                _ => Err(crate::error::compile(
+                    "FUNC variables must be a literal *array* of numbers.",
+                )),
             })
             .collect()
     };
@@ -370,7 +398,9 @@ fn func_params(op: &Op) -> Result<Vec<i64>> {
             }
             Ok(out)
         }
-        _ => Err(crate::error::compile("FUNC variables must be a literal *array* of numbers.")),
+        _ => Err(crate::error::compile(
+            "FUNC variables must be a literal *array* of numbers.",
+        )),
     }
 }
 
@@ -427,15 +457,23 @@ pub fn eval(ctx: &Rc<Ctx>, env: &Env, t: &Rc<Term>) -> Result<Val> {
         }
         tt::ORDER_BY => {
             let env = env.with_literal_ok(false);
-            let first = op.args.first().ok_or_else(|| logic("ORDER_BY needs a sequence."))?;
+            let first = op
+                .args
+                .first()
+                .ok_or_else(|| logic("ORDER_BY needs a sequence."))?;
             let seq = eval(ctx, &env, first).map_err(|e| e.with_frame(Frame::Pos(0)))?;
             let mut keys = Vec::with_capacity(op.args.len().saturating_sub(1));
             for (i, a) in op.args.iter().enumerate().skip(1) {
                 let (desc, t) = match &**a {
-                    Term::Op(o) if o.ty == tt::ASC || o.ty == tt::DESC => (o.ty == tt::DESC, &o.args[0]),
+                    Term::Op(o) if o.ty == tt::ASC || o.ty == tt::DESC => {
+                        (o.ty == tt::DESC, &o.args[0])
+                    }
                     _ => (false, a),
                 };
-                keys.push((desc, eval(ctx, &env, t).map_err(|e| e.with_frame(Frame::Pos(i)))?));
+                keys.push((
+                    desc,
+                    eval(ctx, &env, t).map_err(|e| e.with_frame(Frame::Pos(i)))?,
+                ));
             }
             if keys.is_empty() {
                 return Err(logic("Must specify something to order by."));
@@ -499,7 +537,9 @@ fn apply_grouped(
                 Val::Db(d) => Val::Db(d.clone()),
                 Val::Grouped(g) => Val::Grouped(g.clone()),
                 Val::Stream(_) => {
-                    return Err(logic("Cannot use a stream as an argument to a grouped operation."))
+                    return Err(logic(
+                        "Cannot use a stream as an argument to a grouped operation.",
+                    ))
                 }
             });
         }
@@ -629,7 +669,10 @@ pub fn arg_datum(_ctx: &Ctx, args: &[Val], i: usize) -> Result<Datum> {
 }
 
 pub fn type_err(expected: &str, d: &Datum) -> ReqlError {
-    logic(format!("Expected type {expected} but found {}.", d.type_name()))
+    logic(format!(
+        "Expected type {expected} but found {}.",
+        d.type_name()
+    ))
 }
 
 /// Type errors on a NULL are "non-existence" errors in RethinkDB.
@@ -678,7 +721,10 @@ pub fn int(d: &Datum) -> Result<i64> {
         } else {
             ""
         };
-        return Err(logic(format!("Number not an integer{range}: {}", fmt_g20(n))));
+        return Err(logic(format!(
+            "Number not an integer{range}: {}",
+            fmt_g20(n)
+        )));
     }
     Ok(n as i64)
 }
@@ -686,7 +732,11 @@ pub fn int(d: &Datum) -> Result<i64> {
 /// C's `%.20g`, which RethinkDB uses to print numbers in some messages.
 pub fn fmt_g20(n: f64) -> String {
     if n == 0.0 {
-        return if n.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if n.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let e = format!("{:.19e}", n);
     let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));

@@ -52,7 +52,7 @@ fn name(ty: u32) -> &'static str {
 pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>) -> Result<Val> {
     match ty {
         tt::OBJECT => {
-            if args.len() % 2 != 0 {
+            if !args.len().is_multiple_of(2) {
                 return Err(logic(format!(
                     "OBJECT expects an even number of arguments (but found {}).",
                     args.len()
@@ -78,11 +78,13 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>) -> Result<Val> {
         tt::KEYS | tt::VALUES => {
             let d = arg_datum(ctx, &args, 0)?;
             match &d {
-                Datum::Object(o) if !d.is_ptype() => Ok(Val::Datum(Datum::array(if ty == tt::KEYS {
-                    o.keys().map(|k| Datum::str(k.as_str())).collect()
-                } else {
-                    o.values().cloned().collect()
-                }))),
+                Datum::Object(o) if !d.is_ptype() => {
+                    Ok(Val::Datum(Datum::array(if ty == tt::KEYS {
+                        o.keys().map(|k| Datum::str(k.as_str())).collect()
+                    } else {
+                        o.values().cloned().collect()
+                    })))
+                }
                 _ => Err(logic(format!(
                     "Cannot call `{}` on objects of type `{}`.",
                     name(ty),
@@ -112,8 +114,9 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>) -> Result<Val> {
         tt::PLUCK | tt::WITHOUT | tt::MERGE => obj_or_seq(ctx, ty, args, Poly::Map),
         tt::WITH_FIELDS => {
             // `with_fields` is `has_fields` followed by `pluck`, on sequences only.
-            let rest: Vec<Datum> =
-                (1..args.len()).map(|i| arg_datum(ctx, &args, i)).collect::<Result<_>>()?;
+            let rest: Vec<Datum> = (1..args.len())
+                .map(|i| arg_datum(ctx, &args, i))
+                .collect::<Result<_>>()?;
             let first = args.remove(0);
             let paths = Datum::array(rest);
             check_paths(&paths)?;
@@ -147,7 +150,9 @@ fn obj_or_seq(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, poly: Poly) -> Result<
         .map(|(i, v)| match v {
             Val::Func(f) => Ok(Extra::Func(Callable::Func(f))),
             other => {
-                let d = other.into_datum(ctx).map_err(|e| e.with_frame(crate::error::Frame::Pos(i + 1)))?;
+                let d = other
+                    .into_datum(ctx)
+                    .map_err(|e| e.with_frame(crate::error::Frame::Pos(i + 1)))?;
                 Ok(Extra::Datum(d))
             }
         })
@@ -254,7 +259,8 @@ fn obj_eval(ctx: &Rc<Ctx>, ty: u32, obj: &Datum, extra: &[Extra]) -> Result<Datu
                 let rhs = match e {
                     Extra::Datum(x) => x.clone(),
                     Extra::Func(Callable::Func(f)) => {
-                        super::call_func_with(ctx, f, std::slice::from_ref(&d), true)?.into_datum(ctx)?
+                        super::call_func_with(ctx, f, std::slice::from_ref(&d), true)?
+                            .into_datum(ctx)?
                     }
                     Extra::Func(f) => f.call_datum(ctx, std::slice::from_ref(&d))?,
                 };
@@ -282,7 +288,10 @@ fn obj_eval(ctx: &Rc<Ctx>, ty: u32, obj: &Datum, extra: &[Extra]) -> Result<Datu
 pub fn get_field(obj: &Datum, key: &str) -> Result<Datum> {
     match obj {
         Datum::Object(o) => o.get(key).cloned().ok_or_else(|| {
-            non_existence(format!("No attribute `{key}` in object:\n{}", json::pretty(obj)))
+            non_existence(format!(
+                "No attribute `{key}` in object:\n{}",
+                json::pretty(obj)
+            ))
         }),
         other => Err(super::type_err_null_aware("OBJECT", other)),
     }
@@ -296,7 +305,10 @@ fn check_paths(paths: &Datum) -> Result<()> {
             Datum::Bool(true) => Ok(()),
             other => check_paths(other),
         }),
-        other => Err(logic(format!("Invalid path argument `{}`.", json::pretty(other)))),
+        other => Err(logic(format!(
+            "Invalid path argument `{}`.",
+            json::pretty(other)
+        ))),
     }
 }
 
@@ -347,7 +359,9 @@ pub fn unproject(d: &Datum, spec: &Datum, recurse: bool) -> Datum {
     if let (Datum::Array(a), true) = (d, recurse) {
         return Datum::array(a.iter().map(|x| unproject(x, spec, false)).collect());
     }
-    let Datum::Object(o) = d else { return d.clone() };
+    let Datum::Object(o) = d else {
+        return d.clone();
+    };
     let mut out = (**o).clone();
     unproject_from(&mut out, spec);
     Datum::object(out)
@@ -399,7 +413,10 @@ pub fn merge(lhs: &Datum, rhs: &Datum) -> Datum {
         return drop_literals(rhs).unwrap_or(Datum::Null);
     };
     if rhs.reql_type() == Some("LITERAL") {
-        return r.get("value").map(|v| drop_literals(v).unwrap_or(Datum::Null)).unwrap_or(Datum::Null);
+        return r
+            .get("value")
+            .map(|v| drop_literals(v).unwrap_or(Datum::Null))
+            .unwrap_or(Datum::Null);
     }
     let mut out = (**l).clone();
     for (k, v) in r.iter() {
@@ -410,7 +427,11 @@ pub fn merge(lhs: &Datum, rhs: &Datum) -> Datum {
                 out.insert(k.clone(), m);
             }
             _ => {
-                let val = if is_literal { v.get_field("value").cloned() } else { Some(v.clone()) };
+                let val = if is_literal {
+                    v.get_field("value").cloned()
+                } else {
+                    Some(v.clone())
+                };
                 match val.and_then(|x| drop_literals(&x)) {
                     Some(x) => {
                         out.insert(k.clone(), x);

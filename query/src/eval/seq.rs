@@ -34,7 +34,10 @@ impl Stream {
     }
 
     pub fn map(self, mut f: impl FnMut(Datum) -> Result<Datum> + 'static) -> Stream {
-        Stream::new(Box::new(self.iter.map(move |r| r.and_then(&mut f))), self.infinite)
+        Stream::new(
+            Box::new(self.iter.map(move |r| r.and_then(&mut f))),
+            self.infinite,
+        )
     }
 
     pub fn filter_map(self, mut f: impl FnMut(Datum) -> Result<Option<Datum>> + 'static) -> Stream {
@@ -94,7 +97,10 @@ impl SeqIn {
                 }
                 Err(e)
             }
-            other => Err(logic(format!("Cannot convert {} to SEQUENCE", other.type_name()))),
+            other => Err(logic(format!(
+                "Cannot convert {} to SEQUENCE",
+                other.type_name()
+            ))),
         }
     }
     pub fn is_array(&self) -> bool {
@@ -136,7 +142,7 @@ pub fn finish(ctx: &Ctx, s: Stream, is_array: bool) -> Result<Val> {
     }
 }
 
-fn seq_arg(ctx: &Ctx, args: &mut Vec<Val>) -> Result<SeqIn> {
+fn seq_arg(ctx: &Ctx, args: &mut [Val]) -> Result<SeqIn> {
     let first = std::mem::replace(&mut args[0], Val::Datum(Datum::Null));
     SeqIn::from_val(ctx, first).map_err(|e| e.with_frame(Frame::Pos(0)))
 }
@@ -386,7 +392,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
                 return Err(logic(if ty == tt::LIMIT {
                     format!("LIMIT takes a non-negative argument (got {n})")
                 } else {
-                    format!("Cannot use a negative left index on a stream.")
+                    "Cannot use a negative left index on a stream.".to_string()
                 }));
             }
             let seq = seq_arg(ctx, &mut args)?;
@@ -574,7 +580,10 @@ fn range(ctx: &Ctx, args: &[Val]) -> Result<Val> {
     let (start, end) = match args.len() {
         0 => (0, None),
         1 => (0, Some(int(&arg_datum(ctx, args, 0)?)?)),
-        _ => (int(&arg_datum(ctx, args, 0)?)?, Some(int(&arg_datum(ctx, args, 1)?)?)),
+        _ => (
+            int(&arg_datum(ctx, args, 0)?)?,
+            Some(int(&arg_datum(ctx, args, 1)?)?),
+        ),
     };
     let infinite = end.is_none();
     let iter: DatumIter = match end {
@@ -597,7 +606,9 @@ pub fn nth(ctx: &Rc<Ctx>, v: Val, idx: &Datum) -> Result<Val> {
         }
         Val::Stream(mut s) => {
             if n < -1 {
-                return Err(logic(format!("Cannot use an index < -1 ({n}) on a stream.")));
+                return Err(logic(format!(
+                    "Cannot use an index < -1 ({n}) on a stream."
+                )));
             }
             let mut last = None;
             let mut i = 0i64;
@@ -628,7 +639,10 @@ pub fn nth(ctx: &Rc<Ctx>, v: Val, idx: &Datum) -> Result<Val> {
             }
             Err(e)
         }
-        other => Err(logic(format!("Cannot convert {} to SEQUENCE", other.type_name()))),
+        other => Err(logic(format!(
+            "Cannot convert {} to SEQUENCE",
+            other.type_name()
+        ))),
     }
 }
 
@@ -648,7 +662,11 @@ fn slice(ctx: &Rc<Ctx>, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
     let left_open = bound("left_bound", "closed")?;
     let right_open = bound("right_bound", "open")?;
     let l = int(&arg_datum(ctx, &args, 1)?)?;
-    let (r, has_r) = if args.len() == 3 { (int(&arg_datum(ctx, &args, 2)?)?, true) } else { (-1, false) };
+    let (r, has_r) = if args.len() == 3 {
+        (int(&arg_datum(ctx, &args, 2)?)?, true)
+    } else {
+        (-1, false)
+    };
     let right_open = if has_r { right_open } else { false };
     let canon = |size: usize, open: bool, idx: i64, is_left: bool| -> usize {
         let (mut real, oob) = if idx >= 0 {
@@ -691,7 +709,9 @@ fn slice(ctx: &Rc<Ctx>, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
                 return Err(logic("Cannot use a right index < -1 on a stream."));
             } else if r == -1 {
                 if right_open {
-                    return Err(logic("Cannot slice to an open right index of -1 on a stream."));
+                    return Err(logic(
+                        "Cannot slice to an open right index of -1 on a stream.",
+                    ));
                 }
                 usize::MAX
             } else {
@@ -707,7 +727,10 @@ fn slice(ctx: &Rc<Ctx>, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
             "Expected ARRAY, BINARY, or STRING, but found {}.",
             d.type_name()
         ))),
-        other => Err(logic(format!("Cannot slice non-sequences ({}).", other.type_name()))),
+        other => Err(logic(format!(
+            "Cannot slice non-sequences ({}).",
+            other.type_name()
+        ))),
     }
 }
 
@@ -786,7 +809,11 @@ fn aggregate(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
             if ty == tt::MIN { "min" } else { "max" }
         )));
     }
-    let f = if args.len() == 2 { Some(field_or_func(ctx, &mut args, 1)?) } else { None };
+    let f = if args.len() == 2 {
+        Some(field_or_func(ctx, &mut args, 1)?)
+    } else {
+        None
+    };
     let seq = seq_arg(ctx, &mut args)?;
     let mut sum = 0.0;
     let mut count = 0u64;
@@ -852,9 +879,16 @@ struct SortKey {
 }
 
 /// `order_by` with its keys already evaluated: (descending, key) pairs.
-pub fn order_by(ctx: &Rc<Ctx>, first: Val, raw_keys: Vec<(bool, Val)>, opt: &Optargs) -> Result<Val> {
+pub fn order_by(
+    ctx: &Rc<Ctx>,
+    first: Val,
+    raw_keys: Vec<(bool, Val)>,
+    opt: &Optargs,
+) -> Result<Val> {
     if opt.has("index") {
-        return Err(logic("Cannot use an index with order_by on a non-table sequence."));
+        return Err(logic(
+            "Cannot use an index with order_by on a non-table sequence.",
+        ));
     }
     if let Val::Grouped(g) = &first {
         let mut out = Vec::with_capacity(g.len());
@@ -869,10 +903,19 @@ pub fn order_by(ctx: &Rc<Ctx>, first: Val, raw_keys: Vec<(bool, Val)>, opt: &Opt
     let mut keys = Vec::new();
     for (descending, v) in raw_keys {
         keys.push(match v {
-            Val::Func(f) => SortKey { key: Callable::Func(f), descending },
-            Val::Datum(d) => SortKey { key: Callable::Field(d), descending },
+            Val::Func(f) => SortKey {
+                key: Callable::Func(f),
+                descending,
+            },
+            Val::Datum(d) => SortKey {
+                key: Callable::Field(d),
+                descending,
+            },
             other => {
-                return Err(logic(format!("Expected type DATUM but found {}.", other.type_name())))
+                return Err(logic(format!(
+                    "Expected type DATUM but found {}.",
+                    other.type_name()
+                )))
             }
         });
     }
@@ -940,7 +983,11 @@ fn group(ctx: &Rc<Ctx>, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
                 Err(e) => return Err(e),
             });
         }
-        let key = if ks.len() == 1 { ks.pop().unwrap_or(Datum::Null) } else { Datum::array(ks) };
+        let key = if ks.len() == 1 {
+            ks.pop().unwrap_or(Datum::Null)
+        } else {
+            Datum::array(ks)
+        };
         if multi {
             if let Datum::Array(items) = &key {
                 for k in items.iter() {
@@ -951,7 +998,10 @@ fn group(ctx: &Rc<Ctx>, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
         }
         groups.entry(key).or_default().push(d);
     }
-    let g: Grouped = groups.into_iter().map(|(k, v)| (k, Datum::array(v))).collect();
+    let g: Grouped = groups
+        .into_iter()
+        .map(|(k, v)| (k, Datum::array(v)))
+        .collect();
     Ok(Val::Grouped(Rc::new(g)))
 }
 
@@ -990,4 +1040,3 @@ fn matches_pattern(row: &Datum, pattern: &Object) -> bool {
         (None, _) => false,
     })
 }
-

@@ -72,9 +72,14 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &[Val]) -> Result<Option<Val>> {
 
 fn regex_match(s: &str, pattern: &str) -> Result<Datum> {
     let re = regex::Regex::new(pattern).map_err(|e| {
-        logic(format!("Error in regexp `{pattern}` (portion `{pattern}`): {}", regex_err(&e)))
+        logic(format!(
+            "Error in regexp `{pattern}` (portion `{pattern}`): {}",
+            regex_err(&e)
+        ))
     })?;
-    let Some(caps) = re.captures(s) else { return Ok(Datum::Null) };
+    let Some(caps) = re.captures(s) else {
+        return Ok(Datum::Null);
+    };
     let span = |m: regex::Match| {
         let mut o = Object::new();
         o.insert("str".into(), Datum::str(m.as_str()));
@@ -82,10 +87,16 @@ fn regex_match(s: &str, pattern: &str) -> Result<Datum> {
         o.insert("end".into(), Datum::Num(m.end() as f64));
         o
     };
-    let Some(whole) = caps.get(0) else { return Ok(Datum::Null) };
+    let Some(whole) = caps.get(0) else {
+        return Ok(Datum::Null);
+    };
     let mut out = span(whole);
     let groups = (1..caps.len())
-        .map(|i| caps.get(i).map(|m| Datum::object(span(m))).unwrap_or(Datum::Null))
+        .map(|i| {
+            caps.get(i)
+                .map(|m| Datum::object(span(m)))
+                .unwrap_or(Datum::Null)
+        })
         .collect();
     out.insert("groups".into(), Datum::array(groups));
     Ok(Datum::object(out))
@@ -93,7 +104,11 @@ fn regex_match(s: &str, pattern: &str) -> Result<Datum> {
 
 fn regex_err(e: &regex::Error) -> String {
     let s = e.to_string();
-    s.lines().last().unwrap_or("").trim_start_matches("error: ").to_string()
+    s.lines()
+        .last()
+        .unwrap_or("")
+        .trim_start_matches("error: ")
+        .to_string()
 }
 
 fn split(s: &str, delim: Option<&str>, maxnum: usize) -> Vec<String> {
@@ -120,7 +135,9 @@ fn split(s: &str, delim: Option<&str>, maxnum: usize) -> Vec<String> {
         match delim {
             Some("") => {
                 let mut chars = rest.char_indices();
-                let Some((_, first)) = chars.next() else { return res };
+                let Some((_, first)) = chars.next() else {
+                    return res;
+                };
                 let mut end = first.len_utf8();
                 for (i, c) in chars {
                     if !is_combining(c) {
@@ -219,7 +236,10 @@ mod tests {
     #[test]
     fn split_like_rethinkdb() {
         assert_eq!(split("a  b ", None, usize::MAX), vec!["a", "b"]);
-        assert_eq!(split("a,b,,c", Some(","), usize::MAX), vec!["a", "b", "", "c"]);
+        assert_eq!(
+            split("a,b,,c", Some(","), usize::MAX),
+            vec!["a", "b", "", "c"]
+        );
         assert_eq!(split("a,b,c", Some(","), 1), vec!["a", "b,c"]);
         assert_eq!(split("abc", Some(""), usize::MAX), vec!["a", "b", "c"]);
         assert_eq!(split("", Some(","), usize::MAX), vec![""]);

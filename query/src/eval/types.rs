@@ -121,7 +121,11 @@ fn json_err(e: &serde_json::Error) -> &'static str {
 
 /// Database and table names: RethinkDB's `[A-Za-z0-9_-]+` rule.
 pub fn check_name(name: &str, what: &str) -> Result<()> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         return Err(logic(format!(
             "{what} name `{name}` invalid (Use A-Z, a-z, 0-9, _ and - only)."
         )));
@@ -184,9 +188,25 @@ fn coerce_name(v: &Val) -> &'static str {
 }
 
 const COERCE_TYPES: &[&str] = &[
-    "DB", "TABLE", "TABLE_SLICE", "SELECTION<STREAM>", "SELECTION<ARRAY>", "STREAM",
-    "SELECTION<OBJECT>", "DATUM", "FUNCTION", "GROUPED_DATA", "NULL", "BINARY", "BOOL",
-    "NUMBER", "STRING", "ARRAY", "OBJECT", "MINVAL", "MAXVAL",
+    "DB",
+    "TABLE",
+    "TABLE_SLICE",
+    "SELECTION<STREAM>",
+    "SELECTION<ARRAY>",
+    "STREAM",
+    "SELECTION<OBJECT>",
+    "DATUM",
+    "FUNCTION",
+    "GROUPED_DATA",
+    "NULL",
+    "BINARY",
+    "BOOL",
+    "NUMBER",
+    "STRING",
+    "ARRAY",
+    "OBJECT",
+    "MINVAL",
+    "MAXVAL",
 ];
 
 fn coerce_to(ctx: &Rc<Ctx>, args: &[Val]) -> Result<Val> {
@@ -207,7 +227,9 @@ fn coerce_to(ctx: &Rc<Ctx>, args: &[Val]) -> Result<Val> {
     if let Val::Datum(d) = &args[0] {
         match (d, target.as_str()) {
             (Datum::Binary(b), "STRING") => {
-                return Ok(Val::Datum(Datum::str(String::from_utf8_lossy(b).into_owned())))
+                return Ok(Val::Datum(Datum::str(
+                    String::from_utf8_lossy(b).into_owned(),
+                )))
             }
             (Datum::Str(s), "BINARY") => return Ok(Val::Datum(Datum::Binary(s.as_bytes().into()))),
             (_, "STRING") => return Ok(Val::Datum(Datum::str(json::to_json_checked(d)?))),
@@ -248,7 +270,10 @@ fn pairs_to_object(items: impl Iterator<Item = Result<Datum>>) -> Result<Datum> 
         let p = p?;
         let pair = super::array(&p)?;
         if pair.len() != 2 {
-            return Err(logic(format!("Expected array of size 2, but got size {}.", pair.len())));
+            return Err(logic(format!(
+                "Expected array of size 2, but got size {}.",
+                pair.len()
+            )));
         }
         let key = string(&pair[0])?.to_string();
         if let Some(old) = o.get(&key) {
@@ -276,11 +301,19 @@ fn str_to_num(s: &str) -> Result<Datum> {
         if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(fail());
         }
-        hex.chars().fold(0f64, |acc, c| acc * 16.0 + c.to_digit(16).unwrap_or(0) as f64)
+        hex.chars().fold(0f64, |acc, c| {
+            acc * 16.0 + c.to_digit(16).unwrap_or(0) as f64
+        })
     } else {
         let lower = body.to_ascii_lowercase();
         if lower == "inf" || lower == "infinity" || lower == "nan" {
-            let shown = if lower == "nan" { "nan" } else if neg { "-inf" } else { "inf" };
+            let shown = if lower == "nan" {
+                "nan"
+            } else if neg {
+                "-inf"
+            } else {
+                "inf"
+            };
             return Err(logic(format!("Non-finite number: {shown}")));
         }
         if body.starts_with(['+', '-']) || body.is_empty() {
@@ -301,7 +334,9 @@ fn random(ctx: &Ctx, args: &[Val], opt: &Optargs) -> Result<Datum> {
     match args.len() {
         0 => {
             if opt.has("float") && !float {
-                return Err(logic("Generating a random integer requires one or two bounds."));
+                return Err(logic(
+                    "Generating a random integer requires one or two bounds.",
+                ));
             }
             Ok(Datum::Num(rng.gen::<f64>()))
         }

@@ -20,11 +20,19 @@ impl Drop for Server {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn scratch_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rdb-it-{tag}-{}-{}", std::process::id(), free_port()));
+    let d = std::env::temp_dir().join(format!(
+        "rdb-it-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
     let _ = std::fs::remove_dir_all(&d);
     d
 }
@@ -33,8 +41,13 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
 pub fn start(tag: &str, extra: &[&str]) -> Server {
     let port = free_port();
     let dir = scratch_dir(tag);
-    let child = Command::new(env!("CARGO_BIN_EXE_rdb"))
-        .args(["--directory", dir.to_str().unwrap(), "--driver-port", &port.to_string()])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rdb"))
+        .args([
+            "--directory",
+            dir.to_str().unwrap(),
+            "--driver-port",
+            &port.to_string(),
+        ])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -47,9 +60,12 @@ pub fn start(tag: &str, extra: &[&str]) -> Server {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("rdb did not start listening on port {port}");
 }
 
+#[allow(dead_code)] // not every test binary that includes this module uses it
 pub fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests")
 }
