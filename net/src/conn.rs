@@ -11,6 +11,9 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use rdb_query::ErrorKind;
 use std::io;
 
+/// Responses are written in one go once this many bytes are waiting.
+const PENDING_BYTES_MAX: usize = 256 * 1024;
+
 /// Runs the protocol on `stream` until the client disconnects or misbehaves.
 /// Errors are per-connection: they never affect other clients.
 pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
@@ -35,6 +38,7 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut session = Session::new(server.clone());
     let mut header = [0u8; HEADER_BYTES];
     let mut body = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
     loop {
         match s.read_exact(&mut header).await {
             Ok(()) => {}
@@ -48,8 +52,8 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 h.len,
                 QUERY_BYTES_LIMIT - 1
             );
-            let out = response::client_error(h.token, ErrorKind::ResourceLimit, &msg);
-            s.get_mut().write_all(&out).await?;
+            pending.extend_from_slice(&response::client_error(h.token, ErrorKind::ResourceLimit, &msg));
+            s.get_mut().write_all(&pending).await?;
             s.get_mut().flush().await?;
             // The rest of the stream is the oversized body: the connection cannot resync.
             return Ok(());
@@ -58,8 +62,17 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         s.read_exact(&mut body).await?;
         let parsed = parse_body(&body);
         if let Some(out) = session.handle(h.token, parsed) {
-            s.get_mut().write_all(&out).await?;
+            pending.extend_from_slice(&out);
+        }
+        // Answer every pipelined query already read before writing, so one write
+        // carries many responses; never hold back more than `PENDING_BYTES_MAX`.
+        if s.buffer().is_empty() || pending.len() >= PENDING_BYTES_MAX {
+            s.get_mut().write_all(&pending).await?;
             s.get_mut().flush().await?;
+            pending.clear();
+            if pending.capacity() > PENDING_BYTES_MAX * 2 {
+                pending = Vec::new();
+            }
         }
         if body.capacity() > 1 << 20 {
             body = Vec::new();

@@ -14,7 +14,6 @@ use crate::datum::{Datum, Object};
 use crate::error::{logic, ErrorKind, Frame, ReqlError, Result};
 use crate::term::{self, Op, Term};
 use crate::term_type as tt;
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -30,12 +29,10 @@ pub struct Ctx {
     /// `r.now()`: one instant per query, in epoch seconds (millisecond precision).
     pub now_epoch_secs: f64,
     pub global_optargs: HashMap<String, Datum>,
-    pub rng: RefCell<rand::rngs::StdRng>,
 }
 
 impl Ctx {
     pub fn new(global_optargs: HashMap<String, Datum>) -> Result<Rc<Ctx>> {
-        use rand::SeedableRng;
         let mut array_limit = ARRAY_LIMIT_DEFAULT;
         if let Some(d) = global_optargs.get("array_limit") {
             let n = d.as_num().ok_or_else(|| {
@@ -57,7 +54,6 @@ impl Ctx {
             array_limit,
             now_epoch_secs: now,
             global_optargs,
-            rng: RefCell::new(rand::rngs::StdRng::from_entropy()),
         }))
     }
 

@@ -425,8 +425,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
             let seq = seq_arg(ctx, &mut args)?;
             let is_array = seq.is_array();
             let mut v = seq.into_vec(ctx)?;
-            let mut rng = ctx.rng.borrow_mut();
-            v.shuffle(&mut *rng);
+            v.shuffle(&mut rand::thread_rng());
             v.truncate(n as usize);
             if is_array {
                 Ok(Val::Datum(Datum::array(v)))

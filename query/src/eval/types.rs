@@ -330,7 +330,7 @@ fn random(ctx: &Ctx, args: &[Val], opt: &Optargs) -> Result<Datum> {
         None => false,
         Some(d) => super::boolean(&d)?,
     };
-    let mut rng = ctx.rng.borrow_mut();
+    let mut rng = rand::thread_rng();
     match args.len() {
         0 => {
             if opt.has("float") && !float {
