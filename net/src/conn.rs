@@ -52,7 +52,11 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 h.len,
                 QUERY_BYTES_LIMIT - 1
             );
-            pending.extend_from_slice(&response::client_error(h.token, ErrorKind::ResourceLimit, &msg));
+            pending.extend_from_slice(&response::client_error(
+                h.token,
+                ErrorKind::ResourceLimit,
+                &msg,
+            ));
             s.get_mut().write_all(&pending).await?;
             s.get_mut().flush().await?;
             // The rest of the stream is the oversized body: the connection cannot resync.

@@ -173,3 +173,108 @@ async fn read_message<S: AsyncRead + Unpin>(
         _ => Err(refused(-1, "Expected a JSON object in the handshake.")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::block_on;
+    use proptest::prelude::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// Scripted input, captured output.
+    struct Pipe {
+        input: Vec<u8>,
+        pos: usize,
+        output: Vec<u8>,
+    }
+
+    impl AsyncRead for Pipe {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.input.len() - self.pos);
+            let start = self.pos;
+            buf[..n].copy_from_slice(&self.input[start..start + n]);
+            self.pos += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for Pipe {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.output.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn run(input: Vec<u8>) -> (Result<String, HandshakeError>, Vec<u8>) {
+        // One store for all cases: building keys runs PBKDF2.
+        static USERS: std::sync::OnceLock<UserStore> = std::sync::OnceLock::new();
+        let users = USERS.get_or_init(|| UserStore::with_admin(""));
+        let mut p = Pipe {
+            input,
+            pos: 0,
+            output: Vec::new(),
+        };
+        let r = block_on(handshake(&mut p, users));
+        (r, p.output)
+    }
+
+    #[test]
+    fn bad_magic_is_refused_without_json() {
+        let (r, _) = run(b"GET / HTTP/1.1\r\n".to_vec());
+        assert!(matches!(
+            r,
+            Err(HandshakeError::Refused { json: false, .. })
+        ));
+    }
+
+    #[test]
+    fn long_message_is_refused() {
+        let mut input = V1_0.to_le_bytes().to_vec();
+        input.extend(std::iter::repeat_n(b' ', MESSAGE_BYTES_MAX + 10));
+        input.push(0);
+        let (r, out) = run(input);
+        assert!(matches!(r, Err(HandshakeError::Refused { json: true, .. })));
+        assert!(out.starts_with(b"{\"max_protocol_version\""));
+    }
+
+    #[test]
+    fn wrong_protocol_fields_are_refused() {
+        for msg in [
+            r#"{"protocol_version":1,"authentication_method":"SCRAM-SHA-256","authentication":"n,,n=admin,r=x"}"#,
+            r#"{"protocol_version":0,"authentication_method":"PLAIN","authentication":"x"}"#,
+            r#"{"protocol_version":0,"authentication_method":"SCRAM-SHA-256"}"#,
+            r#"[1,2,3]"#,
+        ] {
+            let mut input = V1_0.to_le_bytes().to_vec();
+            input.extend_from_slice(msg.as_bytes());
+            input.push(0);
+            let (r, _) = run(input);
+            assert!(matches!(r, Err(HandshakeError::Refused { .. })), "{msg}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut input = V1_0.to_le_bytes().to_vec();
+            input.extend_from_slice(&tail);
+            let _ = run(input);
+            let _ = run(tail);
+        }
+    }
+}

@@ -316,11 +316,16 @@ mod tests {
         assert!(s.step_final("c=biws,r=wrong,p=AAAA").is_err());
     }
 
+    /// One store for all property cases: building keys runs PBKDF2.
+    fn shared_users() -> &'static UserStore {
+        static USERS: std::sync::OnceLock<UserStore> = std::sync::OnceLock::new();
+        USERS.get_or_init(|| UserStore::with_admin(""))
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics_on_arbitrary_input(a in ".{0,80}", b in ".{0,80}") {
-            let users = UserStore::with_admin("");
-            let mut s = ScramServer::new(&users);
+            let mut s = ScramServer::new(shared_users());
             let _ = s.step_first(&a);
             let _ = s.step_final(&b);
         }

@@ -400,3 +400,49 @@ mod tests {
         assert!(decode_base64("ABCDEFGH==AA").is_err());
     }
 }
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_datum() -> impl Strategy<Value = Datum> {
+        let leaf = prop_oneof![
+            Just(Datum::Null),
+            any::<bool>().prop_map(Datum::Bool),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Datum::Num),
+            ".{0,8}".prop_map(Datum::str),
+            proptest::collection::vec(any::<u8>(), 0..8).prop_map(|v| Datum::Binary(v.into())),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Datum::array),
+                proptest::collection::btree_map("[a-z]{0,3}", inner, 0..4)
+                    .prop_map(|m| Datum::object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        /// What we print, we read back as the same datum (numbers bit-exact).
+        #[test]
+        fn json_round_trip(d in arb_datum()) {
+            let text = to_json(&d);
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let back = from_json(&v).unwrap();
+            prop_assert_eq!(to_json(&back), text);
+            prop_assert!(back == d);
+        }
+
+        #[test]
+        fn parsing_arbitrary_json_never_panics(s in ".{0,64}") {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&s) {
+                let _ = from_json(&v);
+            }
+            let _ = decode_base64(&s);
+        }
+    }
+}

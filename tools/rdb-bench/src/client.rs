@@ -31,7 +31,10 @@ impl Client {
     pub fn connect(host: &str, port: u16, user: &str, password: &str) -> io::Result<Client> {
         let stream = TcpStream::connect((host, port))?;
         stream.set_nodelay(true)?;
-        let mut c = Client { reader: BufReader::new(stream.try_clone()?), writer: BufWriter::new(stream) };
+        let mut c = Client {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: BufWriter::new(stream),
+        };
         c.handshake(user, password)?;
         Ok(c)
     }
@@ -52,7 +55,10 @@ impl Client {
         self.writer.flush()?;
         self.read_message()?; // server hello
         let reply = self.read_message()?;
-        let server_first = reply["authentication"].as_str().ok_or_else(|| bad("no authentication"))?.to_string();
+        let server_first = reply["authentication"]
+            .as_str()
+            .ok_or_else(|| bad("no authentication"))?
+            .to_string();
         let mut salt = None;
         let mut iters = None;
         let mut rnonce = None;

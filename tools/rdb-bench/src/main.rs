@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "rdb-bench", about = "Load generator over the RethinkDB wire protocol")]
+#[command(
+    name = "rdb-bench",
+    about = "Load generator over the RethinkDB wire protocol"
+)]
 struct Opts {
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -74,8 +77,10 @@ struct Shared {
 }
 
 fn run_connection(o: &Opts, body: &[u8], sh: &Shared) -> Result<(), String> {
-    let mut c = Client::connect(&o.host, o.port, &o.user, &o.password).map_err(|e| format!("connect: {e}"))?;
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let mut c = Client::connect(&o.host, o.port, &o.user, &o.password)
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let mut sent: HashMap<u64, Instant> = HashMap::with_capacity(o.pipeline * 2);
     let mut next = 1u64;
     for _ in 0..o.pipeline {
@@ -102,7 +107,11 @@ fn run_connection(o: &Opts, body: &[u8], sh: &Shared) -> Result<(), String> {
             c.flush().map_err(|e| e.to_string())?;
         }
     }
-    sh.hist.lock().map_err(|_| "poisoned")?.add(&hist).map_err(|e| e.to_string())?;
+    sh.hist
+        .lock()
+        .map_err(|_| "poisoned")?
+        .add(&hist)
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -137,7 +146,12 @@ fn run(o: &Opts) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(250));
         if tty {
             let ops = sh.ops.load(Ordering::Relaxed);
-            eprint!("\r{:>6.1}s  {:>12} ops  {:>10.0} ops/s", t0.elapsed().as_secs_f64(), ops, ops as f64 / t0.elapsed().as_secs_f64());
+            eprint!(
+                "\r{:>6.1}s  {:>12} ops  {:>10.0} ops/s",
+                t0.elapsed().as_secs_f64(),
+                ops,
+                ops as f64 / t0.elapsed().as_secs_f64()
+            );
             let _ = std::io::stderr().flush();
         }
         if threads.iter().any(|t| t.is_finished()) {
@@ -181,8 +195,16 @@ fn run(o: &Opts) -> Result<(), String> {
     if o.json {
         println!("{summary}");
     } else {
-        println!("workload {}: {} connections x {} in flight, {:.1} s", o.workload, o.connections, o.pipeline, secs);
-        println!("  {:.0} ops/s ({} ops, {} errors)", ops as f64 / secs, ops, errors);
+        println!(
+            "workload {}: {} connections x {} in flight, {:.1} s",
+            o.workload, o.connections, o.pipeline, secs
+        );
+        println!(
+            "  {:.0} ops/s ({} ops, {} errors)",
+            ops as f64 / secs,
+            ops,
+            errors
+        );
         println!(
             "  latency us: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
             h.value_at_quantile(0.5),
