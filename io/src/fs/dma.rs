@@ -78,7 +78,7 @@ impl File for DmaHandle {
         self.file.fdatasync().await.map_err(into_io)
     }
 
-    async fn len(&self) -> io::Result<u64> {
+    async fn size(&self) -> io::Result<u64> {
         self.file.file_size().await.map_err(into_io)
     }
 

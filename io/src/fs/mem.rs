@@ -117,7 +117,7 @@ impl MemFs {
                 for k in keep.iter_mut() {
                     *k = match mode {
                         0 => false,
-                        1 => st.rand() % 2 == 0,
+                        1 => st.rand().is_multiple_of(2),
                         _ => true,
                     };
                 }
@@ -170,6 +170,21 @@ impl MemFs {
     }
 }
 
+/// Returns Pending once (after waking itself), then Ready.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
 /// An open in-memory file.
 pub struct MemFile {
     st: Rc<RefCell<State>>,
@@ -210,6 +225,9 @@ impl File for MemFile {
     }
 
     async fn sync(&self) -> io::Result<()> {
+        // A real fdatasync takes time; yielding lets other tasks queue behind it, which
+        // is what group commit relies on.
+        yield_once().await;
         let mut st = self.st.borrow_mut();
         st.tick("sync")?;
         let f = st
@@ -221,7 +239,7 @@ impl File for MemFile {
         Ok(())
     }
 
-    async fn len(&self) -> io::Result<u64> {
+    async fn size(&self) -> io::Result<u64> {
         let st = self.st.borrow();
         Ok(st
             .files

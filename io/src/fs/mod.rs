@@ -37,7 +37,7 @@ pub trait File {
     fn read_at(&self, pos: u64, len: usize) -> impl Future<Output = io::Result<Vec<u8>>>;
     /// fdatasync: everything written so far survives power loss once this returns Ok.
     fn sync(&self) -> impl Future<Output = io::Result<()>>;
-    fn len(&self) -> impl Future<Output = io::Result<u64>>;
+    fn size(&self) -> impl Future<Output = io::Result<u64>>;
     fn truncate(&self, len: u64) -> impl Future<Output = io::Result<()>>;
 }
 
