@@ -114,11 +114,15 @@ fn segments_roll_and_old_ones_can_be_removed() {
             Err(Error::Expired { .. })
         ));
         drop(w);
-        let (_, got) = Wal::open(fs.clone(), dir(), opts, 0, |_, _| Ok(()))
-            .await
-            .map(|w| (w, ()))
-            .unwrap();
-        let _ = got;
+        // Reopening after removal replays from the oldest retained segment.
+        let mut first = None;
+        Wal::open(fs.clone(), dir(), opts, 0, |l, _| {
+            first.get_or_insert(l);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(first, Some(oldest));
     });
 }
 
