@@ -1,0 +1,11 @@
+//! Sorted string tables: immutable files of entries in internal order. Byte layout in
+//! `docs/format.md`.
+
+pub mod block;
+pub mod bloom;
+pub mod format;
+pub mod reader;
+pub mod writer;
+
+pub use reader::{SstIter, SstReader};
+pub use writer::{build_sst, SstMeta};

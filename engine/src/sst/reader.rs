@@ -1,0 +1,254 @@
+//! Reading an SST: footer, index, bloom and meta at open; data blocks on demand through
+//! the block cache. Every byte read is checksummed before use.
+
+use super::block::{decode_block, decode_index, IndexEntry};
+use super::bloom;
+use super::format::{read_block, BlockHandle, Footer, FOOTER_BYTES};
+use super::writer::{decode_meta, SstMeta};
+use crate::cache::{Block, BlockCache};
+use crate::entry::{cmp_internal, Entry, Seq};
+use crate::error::{corrupt, io_err, Result};
+use rdb_io::fs::{File, Fs};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+pub struct SstReader<F: Fs> {
+    pub path: PathBuf,
+    pub meta: SstMeta,
+    file: F::File,
+    index: Vec<IndexEntry>,
+    bloom: Vec<u8>,
+    cache: Rc<BlockCache>,
+}
+
+impl<F: Fs> SstReader<F> {
+    pub async fn open(
+        fs: &F,
+        path: &Path,
+        file_no: u64,
+        cache: Rc<BlockCache>,
+    ) -> Result<SstReader<F>> {
+        let file = fs.open(path).await.map_err(|e| io_err(path, e))?;
+        let size = file.size().await.map_err(|e| io_err(path, e))?;
+        if size < FOOTER_BYTES as u64 {
+            return Err(corrupt(path, 0, "file shorter than an SST footer"));
+        }
+        let fb = file
+            .read_at(size - FOOTER_BYTES as u64, FOOTER_BYTES)
+            .await
+            .map_err(|e| io_err(path, e))?;
+        let footer =
+            Footer::decode(&fb).map_err(|r| corrupt(path, size - FOOTER_BYTES as u64, r))?;
+        let read = |h: BlockHandle| {
+            let file = &file;
+            async move {
+                if h.offset + h.len as u64 > size {
+                    return Err(corrupt(
+                        path,
+                        h.offset,
+                        "block handle points past the end of the file",
+                    ));
+                }
+                let b = file
+                    .read_at(h.offset, h.len as usize)
+                    .await
+                    .map_err(|e| io_err(path, e))?;
+                read_block(&b).map_err(|r| corrupt(path, h.offset, r))
+            }
+        };
+        let index_raw = read(footer.index).await?;
+        let index = decode_index(&index_raw).map_err(|r| corrupt(path, footer.index.offset, r))?;
+        let bloom = read(footer.bloom).await?;
+        let meta_raw = read(footer.meta).await?;
+        let meta = decode_meta(&meta_raw, file_no, size)
+            .map_err(|r| corrupt(path, footer.meta.offset, r))?;
+        if index.is_empty() {
+            return Err(corrupt(
+                path,
+                footer.index.offset,
+                "SST without data blocks",
+            ));
+        }
+        for w in index.windows(2) {
+            if cmp_internal(&w[0].last_key, w[0].last_seq, &w[1].last_key, w[1].last_seq).is_ge() {
+                return Err(corrupt(
+                    path,
+                    footer.index.offset,
+                    "index entries out of order",
+                ));
+            }
+        }
+        Ok(SstReader {
+            path: path.to_path_buf(),
+            meta,
+            file,
+            index,
+            bloom,
+            cache,
+        })
+    }
+
+    pub fn block_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Data block `i`, decoded, from the cache or the disk.
+    pub async fn block(&self, i: usize) -> Result<Block> {
+        let h = &self.index[i];
+        if let Some(b) = self.cache.get(self.meta.file_no, h.offset) {
+            return Ok(b);
+        }
+        let raw = self
+            .file
+            .read_at(h.offset, h.len as usize)
+            .await
+            .map_err(|e| io_err(&self.path, e))?;
+        let bytes = read_block(&raw).map_err(|r| corrupt(&self.path, h.offset, r))?;
+        let entries = decode_block(&bytes).map_err(|r| corrupt(&self.path, h.offset, r))?;
+        let last = entries
+            .last()
+            .ok_or_else(|| corrupt(&self.path, h.offset, "empty data block"))?;
+        if last.key != h.last_key || last.seq != h.last_seq {
+            return Err(corrupt(
+                &self.path,
+                h.offset,
+                "data block does not end where the index says",
+            ));
+        }
+        let block = Rc::new(entries);
+        self.cache
+            .insert(self.meta.file_no, h.offset, block.clone(), bytes.len() + 64);
+        Ok(block)
+    }
+
+    /// Index of the first block that may hold entries >= (key, seq).
+    fn first_block_at_or_after(&self, key: &[u8], seq: Seq) -> usize {
+        self.index
+            .partition_point(|h| cmp_internal(&h.last_key, h.last_seq, key, seq).is_lt())
+    }
+
+    /// The newest version of `key` visible at `snap`: `Some(None)` is a tombstone.
+    pub async fn get(&self, key: &[u8], snap: Seq) -> Result<Option<Option<Vec<u8>>>> {
+        if key < self.meta.smallest_key.as_slice() || key > self.meta.largest_key.as_slice() {
+            return Ok(None);
+        }
+        if !bloom::may_contain(&self.bloom, key) {
+            return Ok(None);
+        }
+        let bi = self.first_block_at_or_after(key, snap);
+        if bi >= self.index.len() {
+            return Ok(None);
+        }
+        let block = self.block(bi).await?;
+        let i = block.partition_point(|e| cmp_internal(&e.key, e.seq, key, snap).is_lt());
+        Ok(block
+            .get(i)
+            .filter(|e| e.key == key)
+            .map(|e| e.value.clone()))
+    }
+}
+
+/// A cursor over one SST in either direction.
+pub struct SstIter<F: Fs> {
+    sst: Rc<SstReader<F>>,
+    reverse: bool,
+    block_i: isize,
+    block: Option<Block>,
+    pos: isize,
+}
+
+impl<F: Fs> SstIter<F> {
+    /// Positions at the first entry >= (key, seq) (forward) or <= (key, seq) (reverse).
+    pub async fn seek(
+        sst: Rc<SstReader<F>>,
+        key: &[u8],
+        seq: Seq,
+        reverse: bool,
+    ) -> Result<SstIter<F>> {
+        let n = sst.index.len() as isize;
+        let bi = sst.first_block_at_or_after(key, seq) as isize;
+        let mut it = SstIter {
+            sst,
+            reverse,
+            block_i: bi,
+            block: None,
+            pos: 0,
+        };
+        if bi >= n {
+            if reverse {
+                it.block_i = n - 1;
+                it.load().await?;
+                it.pos = it.block.as_ref().map_or(0, |b| b.len() as isize - 1);
+            }
+            return Ok(it);
+        }
+        it.load().await?;
+        let b = it.block.as_ref().expect("just loaded");
+        let i = b.partition_point(|e| cmp_internal(&e.key, e.seq, key, seq).is_lt()) as isize;
+        if reverse {
+            // Last entry <= target: the entry at i if it equals the target, else i - 1.
+            let exact = b
+                .get(i as usize)
+                .is_some_and(|e| e.key == key && e.seq == seq);
+            it.pos = if exact { i } else { i - 1 };
+            if it.pos < 0 {
+                it.block_i -= 1;
+                if it.block_i >= 0 {
+                    it.load().await?;
+                    it.pos = it.block.as_ref().map_or(0, |b| b.len() as isize - 1);
+                } else {
+                    it.block = None;
+                }
+            }
+        } else {
+            it.pos = i;
+        }
+        Ok(it)
+    }
+
+    /// Positions at the first entry (forward) or the last one (reverse).
+    pub async fn start(sst: Rc<SstReader<F>>, reverse: bool) -> Result<SstIter<F>> {
+        let n = sst.index.len() as isize;
+        let mut it = SstIter {
+            sst,
+            reverse,
+            block_i: if reverse { n - 1 } else { 0 },
+            block: None,
+            pos: 0,
+        };
+        it.load().await?;
+        if reverse {
+            it.pos = it.block.as_ref().map_or(0, |b| b.len() as isize - 1);
+        }
+        Ok(it)
+    }
+
+    async fn load(&mut self) -> Result<()> {
+        self.block = if self.block_i >= 0 && (self.block_i as usize) < self.sst.index.len() {
+            Some(self.sst.block(self.block_i as usize).await?)
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// The current entry, advancing past it.
+    pub async fn next(&mut self) -> Result<Option<Entry>> {
+        loop {
+            let Some(b) = &self.block else {
+                return Ok(None);
+            };
+            if self.pos >= 0 && (self.pos as usize) < b.len() {
+                let e = b[self.pos as usize].clone();
+                self.pos += if self.reverse { -1 } else { 1 };
+                return Ok(Some(e));
+            }
+            self.block_i += if self.reverse { -1 } else { 1 };
+            self.load().await?;
+            self.pos = match (&self.block, self.reverse) {
+                (Some(b), true) => b.len() as isize - 1,
+                _ => 0,
+            };
+        }
+    }
+}
