@@ -20,9 +20,9 @@ impl Default for CompactionOptions {
     fn default() -> Self {
         CompactionOptions {
             l0_files_trigger: 4,
-            level1_bytes: 64 * 1024 * 1024,
+            level1_bytes: 256 * 1024 * 1024,
             level_multiplier: 10,
-            target_file_bytes: 8 * 1024 * 1024,
+            target_file_bytes: 32 * 1024 * 1024,
         }
     }
 }

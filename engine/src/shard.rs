@@ -33,8 +33,9 @@ pub struct ShardOptions {
 impl Default for ShardOptions {
     fn default() -> Self {
         ShardOptions {
-            memtable_bytes_max: 8 * 1024 * 1024,
-            block_cache_bytes: 64 * 1024 * 1024,
+            memtable_bytes_max: 32 * 1024 * 1024,
+            // Reads bypass the OS page cache (O_DIRECT): this is the shard's page cache.
+            block_cache_bytes: 256 * 1024 * 1024,
             compress: true,
             compaction: CompactionOptions::default(),
             wal: WalOptions::default(),
@@ -47,6 +48,7 @@ impl Default for ShardOptions {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
     pub user_bytes_written: u64,
+    /// Physical WAL bytes, including partial blocks rewritten by each group commit.
     pub wal_bytes_written: u64,
     pub flush_bytes_written: u64,
     pub compaction_bytes_written: u64,
@@ -193,7 +195,9 @@ impl<F: Fs> Shard<F> {
     }
 
     pub fn stats(&self) -> Stats {
-        self.stats.get()
+        let mut s = self.stats.get();
+        s.wal_bytes_written = self.wal.bytes_written();
+        s
     }
 
     fn bump(&self, f: impl FnOnce(&mut Stats)) {
@@ -219,7 +223,7 @@ impl<F: Fs> Shard<F> {
     }
 
     /// Applies a batch atomically; returns the sequence number of its last write.
-    pub async fn write(&self, batch: &WriteBatch, durability: Durability) -> Result<Seq> {
+    pub async fn write(&self, batch: WriteBatch, durability: Durability) -> Result<Seq> {
         if batch.is_empty() {
             return Ok(self.st.borrow().visible_seq);
         }
@@ -230,6 +234,8 @@ impl<F: Fs> Shard<F> {
                 )));
             }
         }
+        let n = batch.len() as u64;
+        let user_bytes = batch.bytes() as u64;
         let (first, payload) = {
             let mut st = self.st.borrow_mut();
             if let Some(f) = &st.failed {
@@ -241,13 +247,13 @@ impl<F: Fs> Shard<F> {
             // In the memtable at once (in sequence order), visible only once acknowledged.
             let lsn = self.wal.next_lsn();
             let mut m = st.mem.borrow_mut();
-            for (i, (k, v)) in batch.ops.iter().enumerate() {
-                m.insert(k.clone(), first + i as u64, v.clone());
+            for (i, (k, v)) in batch.ops.into_iter().enumerate() {
+                m.insert(k, first + i as u64, v);
             }
             m.last_lsn = lsn;
             (first, payload)
         };
-        let last = first + batch.len() as u64 - 1;
+        let last = first + n - 1;
         match self.wal.append(&payload, durability).await {
             Ok(_) => {}
             Err(e) => {
@@ -260,10 +266,7 @@ impl<F: Fs> Shard<F> {
             let mut st = self.st.borrow_mut();
             st.visible_seq = st.visible_seq.max(last);
         }
-        self.bump(|s| {
-            s.user_bytes_written += batch.bytes() as u64;
-            s.wal_bytes_written += payload.len() as u64 + rdb_wal::RECORD_HEADER_BYTES as u64;
-        });
+        self.bump(|s| s.user_bytes_written += user_bytes);
         let full = self.st.borrow().mem.borrow().bytes() >= self.opts.memtable_bytes_max;
         if full {
             self.maintain().await?;
@@ -274,13 +277,13 @@ impl<F: Fs> Shard<F> {
     pub async fn put(&self, key: &[u8], value: &[u8], durability: Durability) -> Result<Seq> {
         let mut b = WriteBatch::new();
         b.put(key, value);
-        self.write(&b, durability).await
+        self.write(b, durability).await
     }
 
     pub async fn delete(&self, key: &[u8], durability: Durability) -> Result<Seq> {
         let mut b = WriteBatch::new();
         b.delete(key);
-        self.write(&b, durability).await
+        self.write(b, durability).await
     }
 
     /// Writes and syncs everything acknowledged with soft durability.
@@ -369,13 +372,31 @@ impl<F: Fs> Shard<F> {
         let in_range = |f: &SstMeta| {
             f.largest_key.as_slice() >= klo && khi.is_none_or(|h| f.smallest_key.as_slice() <= h)
         };
-        for f in version.all_files().filter(|f| in_range(f)) {
+        // Level-0 files overlap: one cursor each. Deeper levels are disjoint and sorted:
+        // one cursor per level that opens the next file only when it gets there.
+        for f in version.levels[0].iter().filter(|f| in_range(f)) {
             let r = readers[&f.file_no].clone();
             let it = match &start {
                 Some((k, s)) => SstIter::seek(r, k, *s, reverse).await?,
                 None => SstIter::start(r, reverse).await?,
             };
             sources.push(Source::Sst(it));
+        }
+        for level in &version.levels[1..] {
+            let mut files: Vec<Rc<SstReader<F>>> = level
+                .iter()
+                .filter(|f| in_range(f))
+                .map(|f| readers[&f.file_no].clone())
+                .collect();
+            if files.is_empty() {
+                continue;
+            }
+            if reverse {
+                files.reverse();
+            }
+            sources.push(Source::Level(
+                LevelIter::new(files, start.clone(), reverse).await?,
+            ));
         }
         let mut merge = Merge::new(sources, reverse).await?;
         let mut out = Vec::new();
@@ -756,6 +777,7 @@ impl MemCursor {
 enum Source<F: Fs> {
     Mem(MemCursor),
     Sst(SstIter<F>),
+    Level(LevelIter<F>),
 }
 
 impl<F: Fs> Source<F> {
@@ -763,6 +785,51 @@ impl<F: Fs> Source<F> {
         match self {
             Source::Mem(m) => Ok(m.next()),
             Source::Sst(s) => s.next().await,
+            Source::Level(l) => l.next().await,
+        }
+    }
+}
+
+/// Walks the files of one sorted level (in walking order), opening each lazily.
+struct LevelIter<F: Fs> {
+    files: Vec<Rc<SstReader<F>>>,
+    next_file: usize,
+    cur: Option<SstIter<F>>,
+    reverse: bool,
+}
+
+impl<F: Fs> LevelIter<F> {
+    async fn new(
+        files: Vec<Rc<SstReader<F>>>,
+        start: Option<(Vec<u8>, Seq)>,
+        reverse: bool,
+    ) -> Result<LevelIter<F>> {
+        assert!(!files.is_empty());
+        let cur = match &start {
+            Some((k, s)) => SstIter::seek(files[0].clone(), k, *s, reverse).await?,
+            None => SstIter::start(files[0].clone(), reverse).await?,
+        };
+        Ok(LevelIter {
+            files,
+            next_file: 1,
+            cur: Some(cur),
+            reverse,
+        })
+    }
+
+    async fn next(&mut self) -> Result<Option<Entry>> {
+        loop {
+            let Some(cur) = self.cur.as_mut() else {
+                return Ok(None);
+            };
+            if let Some(e) = cur.next().await? {
+                return Ok(Some(e));
+            }
+            self.cur = match self.files.get(self.next_file) {
+                Some(f) => Some(SstIter::start(f.clone(), self.reverse).await?),
+                None => None,
+            };
+            self.next_file += 1;
         }
     }
 }

@@ -146,7 +146,7 @@ async fn run(seed: u64) {
                     next.insert(k, v);
                 }
             }
-            match shard.write(&b, Durability::Hard).await {
+            match shard.write(b.clone(), Durability::Hard).await {
                 Ok(_) => model = next,
                 Err(_) => {
                     // In flight: after recovery each key may hold the old or new value.

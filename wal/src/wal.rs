@@ -66,6 +66,8 @@ struct State<F: Fs> {
     durable_lsn: Lsn,
     flushing: bool,
     failed: Option<String>,
+    /// Bytes handed to the disk, including rewritten partial tail blocks.
+    bytes_written: u64,
     /// Records retained below this LSN may be deleted.
     oldest_lsn: Lsn,
 }
@@ -213,6 +215,7 @@ impl<F: Fs> Wal<F> {
                 durable_lsn: last,
                 flushing: false,
                 failed: None,
+                bytes_written: 0,
                 oldest_lsn,
             }),
             flushed: Event::new(),
@@ -261,7 +264,7 @@ impl<F: Fs> Wal<F> {
         };
         match durability {
             Durability::Hard => self.wait_durable(lsn).await?,
-            Durability::Soft if soft_overflow => self.flush().await?,
+            Durability::Soft if soft_overflow => self.write_out().await?,
             Durability::Soft => {}
         }
         Ok(lsn)
@@ -294,7 +297,7 @@ impl<F: Fs> Wal<F> {
                         wal: self,
                         done: false,
                     };
-                    let r = self.flush_once().await;
+                    let r = self.flush_once(true).await;
                     let mut guard = guard;
                     guard.done = true;
                     let mut st = self.st.borrow_mut();
@@ -313,7 +316,34 @@ impl<F: Fs> Wal<F> {
     }
 
     /// One group commit: write the buffered records, fdatasync, publish.
-    async fn flush_once(&self) -> Result<()> {
+    /// Writes buffered records without waiting for fdatasync (soft records piling up),
+    /// unless a flush is already under way.
+    async fn write_out(&self) -> Result<()> {
+        {
+            let mut st = self.st.borrow_mut();
+            if st.flushing {
+                return Ok(());
+            }
+            st.flushing = true;
+        }
+        let guard = LeaderGuard {
+            wal: self,
+            done: false,
+        };
+        let r = self.flush_once(false).await;
+        let mut guard = guard;
+        guard.done = true;
+        let mut st = self.st.borrow_mut();
+        st.flushing = false;
+        if let Err(e) = &r {
+            st.failed = Some(e.to_string());
+        }
+        drop(st);
+        self.flushed.notify(usize::MAX);
+        r
+    }
+
+    async fn flush_once(&self, sync: bool) -> Result<()> {
         self.maybe_roll().await?;
         let (pos, data, last_lsn, path, file) = {
             let mut st = self.st.borrow_mut();
@@ -332,10 +362,13 @@ impl<F: Fs> Wal<F> {
             file.write_at(pos, &data)
                 .await
                 .map_err(|e| io_err(&path, e))?;
+            self.st.borrow_mut().bytes_written += align_up(data.len() as u64);
         }
         self.st.borrow_mut().written_lsn = last_lsn;
-        file.sync().await.map_err(|e| io_err(&path, e))?;
-        self.st.borrow_mut().durable_lsn = last_lsn;
+        if sync {
+            file.sync().await.map_err(|e| io_err(&path, e))?;
+            self.st.borrow_mut().durable_lsn = last_lsn;
+        }
         Ok(())
     }
 
@@ -350,6 +383,17 @@ impl<F: Fs> Wal<F> {
         };
         if !full || self.st.borrow().buffer.is_empty() {
             return Ok(());
+        }
+        // Records written to the old segment without a sync (soft overflow) must be
+        // durable before later syncs, which only touch the new segment, vouch for them.
+        let (old, old_path) = {
+            let st = self.st.borrow();
+            (st.active.file.clone(), st.active.path.clone())
+        };
+        old.sync().await.map_err(|e| io_err(&old_path, e))?;
+        {
+            let mut st = self.st.borrow_mut();
+            st.durable_lsn = st.written_lsn;
         }
         let (active, seg) = new_segment(&self.fs, &self.dir, first).await?;
         let mut st = self.st.borrow_mut();
@@ -448,6 +492,11 @@ impl<F: Fs> Wal<F> {
             .sync_dir(&self.dir)
             .await
             .map_err(|e| io_err(&self.dir, e))
+    }
+
+    /// Bytes written to disk so far by this process (for write amplification).
+    pub fn bytes_written(&self) -> u64 {
+        self.st.borrow().bytes_written
     }
 
     /// Number of segment files (for tests and inspection).

@@ -3,6 +3,7 @@
 //! server's CPU time per operation.
 
 mod client;
+mod engine;
 
 use clap::Parser;
 use client::Client;
@@ -18,6 +19,20 @@ use std::time::{Duration, Instant};
     name = "rdb-bench",
     about = "Load generator over the RethinkDB wire protocol"
 )]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    #[command(flatten)]
+    wire: Opts,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+enum Mode {
+    /// db_bench workloads against the storage engine in-process (no network).
+    Engine(engine::EngineOpts),
+}
+
+#[derive(clap::Args, Debug, Clone)]
 struct Opts {
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -116,8 +131,12 @@ fn run_connection(o: &Opts, body: &[u8], sh: &Shared) -> Result<(), String> {
 }
 
 fn main() {
-    let o = Opts::parse();
-    if let Err(e) = run(&o) {
+    let cli = Cli::parse();
+    let r = match &cli.mode {
+        Some(Mode::Engine(e)) => engine::run(e),
+        None => run(&cli.wire),
+    };
+    if let Err(e) = r {
         eprintln!("rdb-bench: error: {e}");
         std::process::exit(1);
     }

@@ -218,3 +218,25 @@ fn random_crashes_never_lose_acknowledged_records() {
         });
     }
 }
+
+#[test]
+fn soft_overflow_and_rolls_are_covered_by_the_next_hard_commit() {
+    block_on(async {
+        let fs = MemFs::new(11);
+        let opts = WalOptions {
+            segment_bytes_max: 8192,
+            soft_buffer_bytes_max: 1000,
+        };
+        let (w, _) = open(&fs, opts.clone()).await.unwrap();
+        for i in 0..100u32 {
+            w.append(&[i as u8; 200], Durability::Soft).await.unwrap();
+        }
+        assert!(w.segment_count() > 2);
+        w.append(b"hard", Durability::Hard).await.unwrap();
+        drop(w);
+        fs.power_loss();
+        let (_, got) = open(&fs, opts).await.unwrap();
+        assert_eq!(got.len(), 101);
+        assert_eq!(got[100].1, b"hard");
+    });
+}
