@@ -37,6 +37,9 @@ pub struct Job {
     pub lower: Vec<u64>,
     /// No level below the output holds any of the keys: tombstones can be dropped.
     pub bottommost: bool,
+    /// Nothing to merge (no overlap below, upper files disjoint): the files just move
+    /// down a level, unchanged.
+    pub trivial_move: bool,
 }
 
 pub fn level_target_bytes(opts: &CompactionOptions, level: usize) -> u64 {
@@ -98,7 +101,16 @@ pub fn pick(v: &Version, opts: &CompactionOptions) -> Option<Job> {
         .iter()
         .flatten()
         .all(|g| !g.overlaps(&lo, &hi));
+    let mut sorted = upper.clone();
+    sorted.sort_by(|a, b| a.smallest_key.cmp(&b.smallest_key));
+    let disjoint = sorted
+        .windows(2)
+        .all(|w| w[0].largest_key < w[1].smallest_key);
+    // Moving keeps every version and tombstone; merging could drop some at the bottom,
+    // but moving is just as correct, and far cheaper.
+    let trivial_move = lower.is_empty() && disjoint;
     Some(Job {
+        trivial_move,
         level,
         upper: upper.iter().map(|f| f.file_no).collect(),
         lower: lower.iter().map(|f| f.file_no).collect(),
@@ -178,6 +190,23 @@ mod tests {
         assert_eq!(job.upper, vec![10, 11, 12, 13]);
         assert_eq!(job.lower, vec![2]);
         assert!(job.bottommost);
+    }
+
+    #[test]
+    fn disjoint_files_without_overlap_below_just_move() {
+        let opts = CompactionOptions::default();
+        let mut v = Version::default();
+        for (i, (lo, hi)) in [("a", "b"), ("c", "d"), ("e", "f"), ("g", "h")]
+            .iter()
+            .enumerate()
+        {
+            v.levels[0].push(meta(10 + i as u64, lo, hi, 100));
+        }
+        v.levels[1] = vec![meta(1, "x", "z", 100)];
+        let job = pick(&v, &opts).unwrap();
+        assert!(job.trivial_move && job.lower.is_empty());
+        v.levels[0][3] = meta(13, "a", "h", 100);
+        assert!(!pick(&v, &opts).unwrap().trivial_move);
     }
 
     #[test]

@@ -613,6 +613,20 @@ impl<F: Fs> Shard<F> {
             let st = self.st.borrow();
             (st.version.clone(), st.readers.clone())
         };
+        if job.trivial_move {
+            let mut next_v = (*v).clone();
+            let moved: Vec<SstMeta> = next_v.levels[job.level]
+                .iter()
+                .filter(|f| job.upper.contains(&f.file_no))
+                .cloned()
+                .collect();
+            next_v.levels[job.level].retain(|f| !job.upper.contains(&f.file_no));
+            next_v.levels[job.level + 1].extend(moved);
+            next_v.levels[job.level + 1].sort_by(|a, b| a.smallest_key.cmp(&b.smallest_key));
+            next_v.number += 1;
+            self.bump(|s| s.compactions += 1);
+            return self.install_version(next_v, Vec::new(), &[]).await;
+        }
         let inputs: Vec<u64> = job.upper.iter().chain(&job.lower).copied().collect();
         let mut sources = Vec::new();
         let mut read_bytes = 0;
