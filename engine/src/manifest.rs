@@ -183,14 +183,17 @@ pub async fn load<F: Fs>(fs: &F, dir: &Path) -> Result<Option<Version>> {
         return Err(corrupt(&current, 0, "CURRENT does not name a manifest"));
     }
     let path = dir.join(name);
-    let mut bytes = read_all(fs, &path).await?;
-    // Manifests are zero-padded to a block too; the encoded length is self-describing
-    // only through the checksum, so strip the padding by trying the exact length.
-    let len = encoded_len(&bytes).ok_or_else(|| corrupt(&path, 0, "manifest truncated"))?;
-    bytes.truncate(len);
-    Version::decode(&bytes)
+    let bytes = read_all(fs, &path).await?;
+    decode_padded(&bytes)
         .map(Some)
         .map_err(|(off, r)| corrupt(&path, off as u64, r))
+}
+
+/// Decodes a manifest file image, which is zero-padded to a block: its structure gives
+/// the encoded length, and the checksum covers exactly that.
+pub fn decode_padded(bytes: &[u8]) -> std::result::Result<Version, (usize, &'static str)> {
+    let len = encoded_len(bytes).ok_or((0, "manifest truncated"))?;
+    Version::decode(&bytes[..len])
 }
 
 /// Length of an encoded manifest inside a padded buffer, by walking its structure.

@@ -10,7 +10,9 @@ mod wal;
 
 pub use error::{Error, Result};
 pub use record::{RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX};
-pub use segment::{scan_segment, SegmentScan, SEGMENT_HEADER_BYTES, WAL_VERSION};
+pub use segment::{
+    parse_segment_name, scan_segment, Damage, SegmentScan, SEGMENT_HEADER_BYTES, WAL_VERSION,
+};
 pub use wal::{Durability, Wal, WalOptions};
 
 /// Log sequence number: 1 for the first record ever written, then +1 per record.

@@ -1,15 +1,18 @@
 //! Files as the storage engine sees them: positioned, block-aligned writes, positioned
 //! reads, fdatasync, and the directory operations needed for crash-safe installs.
 //!
-//! Two implementations: [`DmaFs`] (glommio DMA files on io_uring, O_DIRECT) for the
+//! Three implementations: [`ReadOnlyFs`] (blocking, refuses every change) for offline
+//! tools, [`DmaFs`] (glommio DMA files on io_uring, O_DIRECT) for the
 //! server, and [`MemFs`] (in memory) for tests, which can lose unsynced writes, tear them,
 //! and fail chosen operations with EIO or ENOSPC.
 
 mod dma;
 mod mem;
+mod readonly;
 
 pub use dma::DmaFs;
 pub use mem::{Fault, MemFs};
+pub use readonly::{ReadOnlyFile, ReadOnlyFs};
 
 use std::future::Future;
 use std::io;
