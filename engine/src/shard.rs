@@ -9,7 +9,7 @@ use crate::entry::{cmp_internal, Entry, Seq, SEQ_MAX};
 use crate::error::{io_err, Error, Result};
 use crate::manifest::{self, sst_name, Version};
 use crate::memtable::Memtable;
-use crate::sst::{build_sst, SstIter, SstMeta, SstReader};
+use crate::sst::{build_sst, SstIter, SstMeta, SstReader, SstScan};
 use rdb_io::fs::{install_file, Fs};
 use rdb_wal::{Durability, Wal, WalOptions};
 use std::cell::{Cell, RefCell};
@@ -633,7 +633,7 @@ impl<F: Fs> Shard<F> {
         for no in &inputs {
             let r = readers[no].clone();
             read_bytes += r.meta.size;
-            sources.push(Source::Sst(SstIter::start(r, false).await?));
+            sources.push(Source::Scan(SstScan::new(r)));
         }
         let oldest_snapshot = {
             let st = self.st.borrow();
@@ -792,6 +792,7 @@ enum Source<F: Fs> {
     Mem(MemCursor),
     Sst(SstIter<F>),
     Level(LevelIter<F>),
+    Scan(SstScan<F>),
 }
 
 impl<F: Fs> Source<F> {
@@ -800,6 +801,7 @@ impl<F: Fs> Source<F> {
             Source::Mem(m) => Ok(m.next()),
             Source::Sst(s) => s.next().await,
             Source::Level(l) => l.next().await,
+            Source::Scan(s) => s.next().await,
         }
     }
 }

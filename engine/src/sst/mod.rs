@@ -7,5 +7,5 @@ pub mod format;
 pub mod reader;
 pub mod writer;
 
-pub use reader::{SstIter, SstReader};
+pub use reader::{SstIter, SstReader, SstScan};
 pub use writer::{build_sst, SstMeta};

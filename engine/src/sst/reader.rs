@@ -92,12 +92,23 @@ impl<F: Fs> SstReader<F> {
         self.index.len()
     }
 
-    /// Data block `i`, decoded, from the cache or the disk.
+    /// Data block `i`, decoded, from the cache or the disk (then cached).
     pub async fn block(&self, i: usize) -> Result<Block> {
         let h = &self.index[i];
         if let Some(b) = self.cache.get(self.meta.file_no, h.offset) {
             return Ok(b);
         }
+        let (entries, bytes) = self.read_block(i).await?;
+        let block = Rc::new(entries);
+        self.cache
+            .insert(self.meta.file_no, h.offset, block.clone(), bytes + 64);
+        Ok(block)
+    }
+
+    /// Reads, checks and decodes block `i` without the cache; returns its entries and
+    /// its decompressed size.
+    async fn read_block(&self, i: usize) -> Result<(Vec<Entry>, usize)> {
+        let h = &self.index[i];
         let raw = self
             .file
             .read_at(h.offset, h.len as usize)
@@ -115,10 +126,7 @@ impl<F: Fs> SstReader<F> {
                 "data block does not end where the index says",
             ));
         }
-        let block = Rc::new(entries);
-        self.cache
-            .insert(self.meta.file_no, h.offset, block.clone(), bytes.len() + 64);
-        Ok(block)
+        Ok((entries, bytes.len()))
     }
 
     /// Index of the first block that may hold entries >= (key, seq).
@@ -249,6 +257,37 @@ impl<F: Fs> SstIter<F> {
                 (Some(b), true) => b.len() as isize - 1,
                 _ => 0,
             };
+        }
+    }
+}
+
+/// A forward scan of a whole SST that bypasses the block cache and hands out entries by
+/// value (compaction reads every block once: caching them would only evict hot ones).
+pub struct SstScan<F: Fs> {
+    sst: Rc<SstReader<F>>,
+    next_block: usize,
+    cur: std::vec::IntoIter<Entry>,
+}
+
+impl<F: Fs> SstScan<F> {
+    pub fn new(sst: Rc<SstReader<F>>) -> SstScan<F> {
+        SstScan {
+            sst,
+            next_block: 0,
+            cur: Vec::new().into_iter(),
+        }
+    }
+
+    pub async fn next(&mut self) -> Result<Option<Entry>> {
+        loop {
+            if let Some(e) = self.cur.next() {
+                return Ok(Some(e));
+            }
+            if self.next_block >= self.sst.index.len() {
+                return Ok(None);
+            }
+            self.cur = self.sst.read_block(self.next_block).await?.0.into_iter();
+            self.next_block += 1;
         }
     }
 }
