@@ -8,7 +8,7 @@ rocksdb-tools; installed if missing). Both are pinned to the same CPU: the engin
 one shard per core, so this compares per-core throughput. Prints ops/s for both, the
 ratio, and the engine's write amplification from its own counters.
 
-Usage: benches/engine_vs_rocksdb.py [--num N] [--sync-num N] [--cpu C] [--runs R]
+Usage: benches/engine_vs_rocksdb.py [--num N] [--sync-num N] [--cpu C] [--runs R] [--configs all|off|on]
 """
 import argparse
 import json
@@ -62,12 +62,17 @@ def main():
     ap.add_argument("--sync-num", type=int, default=5_000)
     ap.add_argument("--cpu", type=int, default=1)
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--configs", choices=["all", "off", "on"], default="all",
+                    help="sync off (all five workloads), sync on (writes, 1/8/32 writers), or both")
     a = ap.parse_args()
     ensure_db_bench()
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "rdb-bench"], cwd=ROOT, check=True)
-    configs = [(False, 1, ["fillseq", "fillrandom", "overwrite", "readrandom", "seekrandom"], a.num)]
-    for t in (1, 8, 32):
-        configs.append((True, t, ["fillseq", "fillrandom", "overwrite"], a.sync_num))
+    configs = []
+    if a.configs in ("all", "off"):
+        configs.append((False, 1, ["fillseq", "fillrandom", "overwrite", "readrandom", "seekrandom"], a.num))
+    if a.configs in ("all", "on"):
+        for t in (1, 8, 32):
+            configs.append((True, t, ["fillseq", "fillrandom", "overwrite"], a.sync_num))
     print("%-11s %-5s %-7s %12s %12s %7s %9s" % ("workload", "sync", "writers", "rdb ops/s", "rocksdb ops/s", "ratio", "rdb w-amp"))
     with tempfile.TemporaryDirectory(prefix="rdb-vs-rocksdb-", dir=os.environ.get("BENCH_DIR")) as work:
         for sync, threads, benches, num in configs:

@@ -13,7 +13,7 @@ pub use record::{RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX};
 pub use segment::{
     parse_segment_name, scan_segment, Damage, SegmentScan, SEGMENT_HEADER_BYTES, WAL_VERSION,
 };
-pub use wal::{Durability, Wal, WalOptions};
+pub use wal::{Durability, Retention, Wal, WalOptions};
 
 /// Log sequence number: 1 for the first record ever written, then +1 per record.
 pub type Lsn = u64;

@@ -80,6 +80,33 @@ pub struct Wal<F: Fs> {
     st: RefCell<State<F>>,
     /// Fired after every flush attempt (success or failure).
     flushed: Event,
+    /// LSNs that followers still need (with how many hold each): never removed.
+    holds: Rc<RefCell<std::collections::BTreeMap<Lsn, usize>>>,
+}
+
+/// Keeps the records from an LSN on from being removed while a follower (changefeed,
+/// replica) still needs them. Dropping it releases them.
+pub struct Retention {
+    lsn: Lsn,
+    holds: Rc<RefCell<std::collections::BTreeMap<Lsn, usize>>>,
+}
+
+impl Retention {
+    pub fn lsn(&self) -> Lsn {
+        self.lsn
+    }
+}
+
+impl Drop for Retention {
+    fn drop(&mut self) {
+        let mut h = self.holds.borrow_mut();
+        if let Some(n) = h.get_mut(&self.lsn) {
+            *n -= 1;
+            if *n == 0 {
+                h.remove(&self.lsn);
+            }
+        }
+    }
 }
 
 impl<F: Fs> Wal<F> {
@@ -219,6 +246,7 @@ impl<F: Fs> Wal<F> {
                 oldest_lsn,
             }),
             flushed: Event::new(),
+            holds: Rc::new(RefCell::new(std::collections::BTreeMap::new())),
         })
     }
 
@@ -473,6 +501,8 @@ impl<F: Fs> Wal<F> {
 
     /// Deletes whole segments holding only records below `lsn` (never the active one).
     pub async fn remove_before(&self, lsn: Lsn) -> Result<()> {
+        // Never past what a follower still holds.
+        let lsn = self.holds.borrow().keys().next().map_or(lsn, |held| lsn.min(*held));
         loop {
             let victim = {
                 let st = self.st.borrow();
@@ -492,6 +522,17 @@ impl<F: Fs> Wal<F> {
             .sync_dir(&self.dir)
             .await
             .map_err(|e| io_err(&self.dir, e))
+    }
+
+    /// Holds the records from `lsn` on (a follower's position) until the guard drops.
+    /// Fails if they are already gone.
+    pub fn retain_from(&self, lsn: Lsn) -> Result<Retention> {
+        let oldest = self.st.borrow().oldest_lsn;
+        if lsn < oldest {
+            return Err(Error::Expired { requested: lsn, oldest });
+        }
+        *self.holds.borrow_mut().entry(lsn).or_insert(0) += 1;
+        Ok(Retention { lsn, holds: self.holds.clone() })
     }
 
     /// Bytes written to disk so far by this process (for write amplification).
