@@ -502,7 +502,12 @@ impl<F: Fs> Wal<F> {
     /// Deletes whole segments holding only records below `lsn` (never the active one).
     pub async fn remove_before(&self, lsn: Lsn) -> Result<()> {
         // Never past what a follower still holds.
-        let lsn = self.holds.borrow().keys().next().map_or(lsn, |held| lsn.min(*held));
+        let lsn = self
+            .holds
+            .borrow()
+            .keys()
+            .next()
+            .map_or(lsn, |held| lsn.min(*held));
         loop {
             let victim = {
                 let st = self.st.borrow();
@@ -529,10 +534,16 @@ impl<F: Fs> Wal<F> {
     pub fn retain_from(&self, lsn: Lsn) -> Result<Retention> {
         let oldest = self.st.borrow().oldest_lsn;
         if lsn < oldest {
-            return Err(Error::Expired { requested: lsn, oldest });
+            return Err(Error::Expired {
+                requested: lsn,
+                oldest,
+            });
         }
         *self.holds.borrow_mut().entry(lsn).or_insert(0) += 1;
-        Ok(Retention { lsn, holds: self.holds.clone() })
+        Ok(Retention {
+            lsn,
+            holds: self.holds.clone(),
+        })
     }
 
     /// Bytes written to disk so far by this process (for write amplification).

@@ -245,7 +245,10 @@ fn soft_overflow_and_rolls_are_covered_by_the_next_hard_commit() {
 fn followers_keep_their_segments_and_wait_for_new_records() {
     block_on(async {
         let fs = MemFs::new(12);
-        let opts = WalOptions { segment_bytes_max: 4096, ..Default::default() };
+        let opts = WalOptions {
+            segment_bytes_max: 4096,
+            ..Default::default()
+        };
         let (w, _) = open(&fs, opts).await.unwrap();
         for i in 0..100u32 {
             w.append(&[i as u8; 100], Durability::Hard).await.unwrap();
@@ -261,7 +264,8 @@ fn followers_keep_their_segments_and_wait_for_new_records() {
         assert!(w.retain_from(1).is_err());
         // A follower blocks until the next record is durable.
         let next = w.next_lsn();
-        let (a, b) = futures_lite::future::zip(w.wait_for(next), w.append(b"new", Durability::Hard)).await;
+        let (a, b) =
+            futures_lite::future::zip(w.wait_for(next), w.append(b"new", Durability::Hard)).await;
         a.unwrap();
         assert_eq!(b.unwrap(), next);
         assert_eq!(w.read_from(next, usize::MAX).await.unwrap()[0].1, b"new");
