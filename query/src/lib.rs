@@ -3,6 +3,7 @@
 //! This crate knows nothing of sockets or storage: `net` hands it parsed JSON terms and
 //! gets back datums, streams and classified errors.
 
+pub mod codec;
 pub mod datum;
 pub mod error;
 pub mod eval;

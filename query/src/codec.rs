@@ -1,0 +1,276 @@
+//! Compact binary encoding of documents, as stored by tables (not JSON text).
+//!
+//! A stored value is `version u8 (1)` followed by one encoded datum:
+//! `0` null, `1` false, `2` true, `3` f64 (8 bytes LE), `4` integer (zigzag varint; used
+//! for integral numbers of magnitude <= 2^53 other than -0.0), `5` string (varint length,
+//! UTF-8), `6` array (varint count, items), `7` object (varint count, then per field:
+//! varint key length, key, value; keys in ascending byte order), `8` binary (varint
+//! length, bytes). `r.minval`/`r.maxval` cannot be stored. Decoding checks everything
+//! and never panics: bytes from disk are untrusted.
+
+use crate::datum::{Datum, Object};
+use std::sync::Arc;
+
+pub const CODEC_VERSION: u8 = 1;
+/// Deepest nesting accepted when decoding (and encoded, since datums come from JSON
+/// that the term parser already bounds).
+pub const DEPTH_MAX: usize = 1024;
+const EXACT_INT_MAX: f64 = 9007199254740992.0;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecError(pub &'static str);
+
+pub fn encode(d: &Datum) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![CODEC_VERSION];
+    encode_into(&mut out, d)?;
+    Ok(out)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn encode_into(out: &mut Vec<u8>, d: &Datum) -> Result<(), CodecError> {
+    match d {
+        Datum::Null => out.push(0),
+        Datum::Bool(false) => out.push(1),
+        Datum::Bool(true) => out.push(2),
+        Datum::Num(n) => {
+            if n.fract() == 0.0 && n.abs() <= EXACT_INT_MAX && !(*n == 0.0 && n.is_sign_negative())
+            {
+                out.push(4);
+                let i = *n as i64;
+                put_varint(out, ((i << 1) ^ (i >> 63)) as u64);
+            } else {
+                out.push(3);
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+        }
+        Datum::Str(s) => {
+            out.push(5);
+            put_varint(out, s.len() as u64);
+            out.extend_from_slice(s.as_bytes());
+        }
+        Datum::Array(a) => {
+            out.push(6);
+            put_varint(out, a.len() as u64);
+            for x in a.iter() {
+                encode_into(out, x)?;
+            }
+        }
+        Datum::Object(o) => {
+            out.push(7);
+            put_varint(out, o.len() as u64);
+            for (k, v) in o.iter() {
+                put_varint(out, k.len() as u64);
+                out.extend_from_slice(k.as_bytes());
+                encode_into(out, v)?;
+            }
+        }
+        Datum::Binary(b) => {
+            out.push(8);
+            put_varint(out, b.len() as u64);
+            out.extend_from_slice(b);
+        }
+        Datum::MinVal | Datum::MaxVal => {
+            return Err(CodecError("r.minval and r.maxval cannot be stored"))
+        }
+    }
+    Ok(())
+}
+
+pub fn decode(b: &[u8]) -> Result<Datum, CodecError> {
+    match b.first() {
+        Some(&CODEC_VERSION) => {}
+        Some(_) => return Err(CodecError("unknown document encoding version")),
+        None => return Err(CodecError("empty document")),
+    }
+    let mut r = Reader { b, pos: 1 };
+    let d = r.datum(0)?;
+    if r.pos != b.len() {
+        return Err(CodecError("trailing bytes after document"));
+    }
+    Ok(d)
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Result<u8, CodecError> {
+        let v = *self
+            .b
+            .get(self.pos)
+            .ok_or(CodecError("document truncated"))?;
+        self.pos += 1;
+        Ok(v)
+    }
+
+    fn varint(&mut self) -> Result<u64, CodecError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(CodecError("varint too long"))
+    }
+
+    fn bytes(&mut self) -> Result<&[u8], CodecError> {
+        let n = self.varint()?;
+        let n = usize::try_from(n).map_err(|_| CodecError("length out of range"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(CodecError("length out of range"))?;
+        let s = self
+            .b
+            .get(self.pos..end)
+            .ok_or(CodecError("document truncated"))?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn count(&mut self) -> Result<usize, CodecError> {
+        let n = self.varint()?;
+        // Every element takes at least one byte: a count beyond the rest is a lie.
+        if n > (self.b.len() - self.pos) as u64 {
+            return Err(CodecError("element count exceeds the document"));
+        }
+        Ok(n as usize)
+    }
+
+    fn datum(&mut self, depth: usize) -> Result<Datum, CodecError> {
+        if depth > DEPTH_MAX {
+            return Err(CodecError("document nested too deeply"));
+        }
+        Ok(match self.byte()? {
+            0 => Datum::Null,
+            1 => Datum::Bool(false),
+            2 => Datum::Bool(true),
+            3 => {
+                let s = self
+                    .b
+                    .get(self.pos..self.pos + 8)
+                    .ok_or(CodecError("document truncated"))?;
+                self.pos += 8;
+                let n =
+                    f64::from_le_bytes(s.try_into().map_err(|_| CodecError("document truncated"))?);
+                if !n.is_finite() {
+                    return Err(CodecError("non-finite number"));
+                }
+                Datum::Num(n)
+            }
+            4 => {
+                let z = self.varint()?;
+                let i = ((z >> 1) as i64) ^ -((z & 1) as i64);
+                if (i as f64).abs() > EXACT_INT_MAX {
+                    return Err(CodecError("integer out of range"));
+                }
+                Datum::Num(i as f64)
+            }
+            5 => {
+                let s = std::str::from_utf8(self.bytes()?)
+                    .map_err(|_| CodecError("string is not UTF-8"))?;
+                Datum::str(s)
+            }
+            6 => {
+                let n = self.count()?;
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push(self.datum(depth + 1)?);
+                }
+                Datum::array(v)
+            }
+            7 => {
+                let n = self.count()?;
+                let mut o = Object::new();
+                let mut last: Option<String> = None;
+                for _ in 0..n {
+                    let k = std::str::from_utf8(self.bytes()?)
+                        .map_err(|_| CodecError("key is not UTF-8"))?
+                        .to_string();
+                    if last.as_ref().is_some_and(|l| l.as_bytes() >= k.as_bytes()) {
+                        return Err(CodecError("object keys out of order"));
+                    }
+                    let v = self.datum(depth + 1)?;
+                    last = Some(k.clone());
+                    o.insert(k, v);
+                }
+                Datum::Object(Arc::new(o))
+            }
+            8 => Datum::Binary(self.bytes()?.into()),
+            _ => return Err(CodecError("unknown type tag")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_datum() -> impl Strategy<Value = Datum> {
+        let leaf = prop_oneof![
+            Just(Datum::Null),
+            any::<bool>().prop_map(Datum::Bool),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Datum::Num),
+            any::<i64>().prop_map(|i| Datum::Num((i % (1 << 53)) as f64)),
+            ".{0,8}".prop_map(Datum::str),
+            proptest::collection::vec(any::<u8>(), 0..8).prop_map(|v| Datum::Binary(v.into())),
+        ];
+        leaf.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Datum::array),
+                proptest::collection::btree_map(".{0,4}", inner, 0..5)
+                    .prop_map(|m| Datum::object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn round_trip_is_exact(d in arb_datum()) {
+            let b = encode(&d).unwrap();
+            let back = decode(&b).unwrap();
+            // Bit-exact numbers (including -0.0) and identical JSON.
+            prop_assert_eq!(crate::json::to_json(&back), crate::json::to_json(&d));
+            prop_assert!(back == d);
+        }
+
+        #[test]
+        fn garbage_never_panics(b in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode(&b);
+            let mut v = vec![CODEC_VERSION];
+            v.extend_from_slice(&b);
+            let _ = decode(&v);
+        }
+
+        #[test]
+        fn every_truncation_is_an_error(d in arb_datum()) {
+            let b = encode(&d).unwrap();
+            for cut in 0..b.len() {
+                prop_assert!(decode(&b[..cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn smaller_than_json() {
+        let d: serde_json::Value = serde_json::json!({"id": 12345, "name": "Ada Lovelace", "tags": ["math", "poetry"], "score": 97.5});
+        let d = crate::json::from_json(&d).unwrap();
+        assert!(encode(&d).unwrap().len() < crate::json::to_json(&d).len());
+        assert!(encode(&Datum::MinVal).is_err());
+    }
+}
