@@ -115,10 +115,12 @@ fn check_num(d: &Datum) -> Result<f64> {
 }
 
 fn add(ctx: &Ctx, lhs: Datum, rhs: Datum) -> Result<Datum> {
-    if lhs.reql_type() == Some("TIME") || rhs.reql_type() == Some("TIME") {
-        return Err(logic(
-            "Time arithmetic is not supported by this server yet.",
-        ));
+    if super::time::is_time(&lhs) || super::time::is_time(&rhs) {
+        return match (super::time::is_time(&lhs), super::time::is_time(&rhs)) {
+            (true, true) => Err(super::type_err("NUMBER", &rhs)),
+            (true, false) => super::time::add(&lhs, check_num(&rhs)?),
+            _ => super::time::add(&rhs, check_num(&lhs)?),
+        };
     }
     match &lhs {
         Datum::Num(a) => make_num(a + check_num(&rhs)?),
@@ -141,10 +143,13 @@ fn add(ctx: &Ctx, lhs: Datum, rhs: Datum) -> Result<Datum> {
 }
 
 fn sub(lhs: Datum, rhs: Datum) -> Result<Datum> {
-    if lhs.reql_type() == Some("TIME") {
-        return Err(logic(
-            "Time arithmetic is not supported by this server yet.",
-        ));
+    if super::time::is_time(&lhs) {
+        if super::time::is_time(&rhs) {
+            let (a, _) = super::time::parts(&lhs)?;
+            let (b, _) = super::time::parts(&rhs)?;
+            return make_num(((a - b) * 1000.0).round() / 1000.0);
+        }
+        return super::time::add(&lhs, -check_num(&rhs)?);
     }
     make_num(check_num(&lhs)? - check_num(&rhs)?)
 }

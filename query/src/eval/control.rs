@@ -30,6 +30,20 @@ pub fn eval_lazy(ctx: &Rc<Ctx>, env: &Env, op: &Op) -> Result<Val> {
             }
             arg(op.args.len() - 1)
         }
+        tt::OR | tt::AND if op.args.iter().any(|a| a.ty() == tt::ARGS) => {
+            // `r.args` needs its array before the arguments are known: evaluate all.
+            let is_or = op.ty == tt::OR;
+            let vals = super::eval_args(ctx, env, op)?;
+            let mut last = Datum::Bool(!is_or);
+            for (i, v) in vals.into_iter().enumerate() {
+                let d = v.into_datum(ctx).map_err(|e| e.with_frame(Frame::Pos(i)))?;
+                if d.truthy() == is_or {
+                    return Ok(Val::Datum(d));
+                }
+                last = d;
+            }
+            Ok(Val::Datum(last))
+        }
         tt::OR | tt::AND => {
             let is_or = op.ty == tt::OR;
             let mut last = Datum::Bool(!is_or);

@@ -8,6 +8,7 @@ mod control;
 mod object;
 mod seq;
 mod string;
+mod time;
 mod types;
 
 use crate::datum::{Datum, Object};
@@ -580,7 +581,7 @@ impl Optargs<'_> {
 }
 
 /// Evaluates positional arguments, expanding `r.args` and re-checking arity after it.
-fn eval_args(ctx: &Rc<Ctx>, env: &Env, op: &Op) -> Result<Vec<Val>> {
+pub(super) fn eval_args(ctx: &Rc<Ctx>, env: &Env, op: &Op) -> Result<Vec<Val>> {
     eval_args_with(ctx, env, env, op)
 }
 
@@ -633,6 +634,9 @@ fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Result<Va
         }
     }
     if let Some(v) = arith::apply(ctx, ty, &args)? {
+        return Ok(v);
+    }
+    if let Some(v) = time::apply(ctx, ty, &args, opt)? {
         return Ok(v);
     }
     if let Some(v) = types::apply(ctx, ty, &args, opt)? {

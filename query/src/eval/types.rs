@@ -50,13 +50,6 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &[Val], opt: &Optargs) -> Result<Opti
             }
         }
         tt::RANDOM => random(ctx, args, opt)?,
-        tt::NOW => {
-            let mut o = Object::new();
-            o.insert(crate::datum::REQL_TYPE.into(), Datum::str("TIME"));
-            o.insert("epoch_time".into(), Datum::Num(ctx.now_epoch_secs));
-            o.insert("timezone".into(), Datum::str("+00:00"));
-            Datum::object(o)
-        }
         tt::MINVAL => Datum::MinVal,
         tt::MAXVAL => Datum::MaxVal,
         tt::DB => {
