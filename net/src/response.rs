@@ -23,7 +23,9 @@ pub fn error_type(kind: ErrorKind) -> u32 {
         ErrorKind::NonExistence => 3_100_000,
         ErrorKind::OpFailed => 4_100_000,
         ErrorKind::OpIndeterminate => 4_200_000,
-        ErrorKind::User | ErrorKind::EmptyUser => 5_000_000,
+        ErrorKind::User => 5_000_000,
+        // `r.error()` outside `default` is a logic error, as RethinkDB reports it.
+        ErrorKind::EmptyUser => 3_000_000,
         ErrorKind::Permission => 6_000_000,
     }
 }

@@ -15,6 +15,52 @@ pub fn eval_lazy(ctx: &Rc<Ctx>, env: &Env, op: &Op) -> Result<Val> {
             .map_err(|e| e.with_frame(Frame::Pos(i)))
     };
     match op.ty {
+        tt::BRANCH if op.args.iter().any(|a| a.ty() == tt::ARGS) => {
+            // `r.args` is expanded first; the other arguments stay lazy.
+            let mut items: Vec<Result<Val>> = Vec::new();
+            let mut lazy: Vec<Option<usize>> = Vec::new();
+            for (i, a) in op.args.iter().enumerate() {
+                if a.ty() == tt::ARGS {
+                    match arg(i)? {
+                        Val::Datum(Datum::Array(xs)) => {
+                            for x in xs.iter() {
+                                items.push(Ok(Val::Datum(x.clone())));
+                                lazy.push(None);
+                            }
+                        }
+                        other => {
+                            return Err(logic(format!(
+                                "Expected type ARRAY but found {}.",
+                                other.type_name()
+                            )))
+                        }
+                    }
+                } else {
+                    items.push(Ok(Val::Datum(Datum::Null)));
+                    lazy.push(Some(i));
+                }
+            }
+            if items.len().is_multiple_of(2) {
+                return Err(logic(
+                    "Cannot call `branch` term with an even number of arguments.",
+                ));
+            }
+            let mut take = |k: usize| -> Result<Val> {
+                match lazy[k] {
+                    Some(i) => arg(i),
+                    None => std::mem::replace(&mut items[k], Ok(Val::Datum(Datum::Null))),
+                }
+            };
+            let n = lazy.len();
+            let mut k = 0;
+            while k + 1 < n {
+                if take(k)?.into_datum(ctx)?.truthy() {
+                    return take(k + 1);
+                }
+                k += 2;
+            }
+            take(n - 1)
+        }
         tt::BRANCH => {
             if op.args.len().is_multiple_of(2) {
                 return Err(logic(

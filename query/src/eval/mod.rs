@@ -63,7 +63,10 @@ impl Ctx {
         if len > self.array_limit {
             return Err(ReqlError::new(
                 ErrorKind::ResourceLimit,
-                format!("Array over size limit `{}`.", self.array_limit),
+                format!(
+                    "Array over size limit `{}`.  To raise the number of allowed elements, modify the `array_limit` option to `.run` (not available in the Data Explorer), or use an index.",
+                    self.array_limit
+                ),
             ));
         }
         Ok(())
@@ -481,7 +484,13 @@ pub fn eval(ctx: &Rc<Ctx>, env: &Env, t: &Rc<Term>) -> Result<Val> {
             control::eval_lazy(ctx, env, op)
         }
         _ => {
-            let plain = env.with_literal_ok(false);
+            // `r.args` and array literals pass `merge`'s permission for `r.literal` on.
+            let keeps_literal = matches!(op.ty, tt::ARGS | tt::MAKE_ARRAY);
+            let plain = if keeps_literal {
+                env.clone()
+            } else {
+                env.with_literal_ok(false)
+            };
             let args = if op.ty == tt::MERGE {
                 let lit = env.with_literal_ok(true);
                 eval_args_with(ctx, &plain, &lit, op)?

@@ -223,7 +223,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
             let default = opt.datum("default").transpose();
             let ctx2 = ctx.clone();
             let s = seq.into_stream().filter_map(move |d| {
-                let keep = match pred.call_predicate(&ctx2, &d) {
+                let keep = match pred.call_filter(&ctx2, &d) {
                     Ok(b) => b,
                     Err(e) if e.kind == ErrorKind::NonExistence => match &default {
                         None => false,
@@ -295,7 +295,10 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
                     )));
                 }
                 let seq = SeqIn::from_val(ctx, seq_or)?;
-                let pred = callable(&mut args, 1);
+                let pred = match &args[1] {
+                    Val::Func(_) => callable(&mut args, 1),
+                    _ => Callable::Eq(arg_datum(ctx, &args, 1)?),
+                };
                 let mut n = 0usize;
                 for d in seq.terminal_iter()? {
                     if pred.call_predicate(ctx, &d?)? {
@@ -1018,6 +1021,19 @@ pub fn ungroup(g: &Grouped) -> Datum {
 }
 
 impl Callable {
+    /// Calls the function as a filter: an object result is matched against the row
+    /// like a filter-by-example pattern.
+    pub fn call_filter(&self, ctx: &Rc<Ctx>, d: &Datum) -> Result<bool> {
+        if let Callable::Func(_) = self {
+            let r = self.call_datum(ctx, std::slice::from_ref(d))?;
+            return Ok(match &r {
+                Datum::Object(pattern) if !r.is_ptype() => matches_pattern(d, pattern),
+                other => other.truthy(),
+            });
+        }
+        self.call_predicate(ctx, d)
+    }
+
     /// Calls the function as a predicate (filter, count, contains...).
     pub fn call_predicate(&self, ctx: &Rc<Ctx>, d: &Datum) -> Result<bool> {
         match self {
