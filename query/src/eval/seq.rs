@@ -1024,14 +1024,19 @@ impl Callable {
     /// Calls the function as a filter: an object result is matched against the row
     /// like a filter-by-example pattern.
     pub fn call_filter(&self, ctx: &Rc<Ctx>, d: &Datum) -> Result<bool> {
-        if let Callable::Func(_) = self {
-            let r = self.call_datum(ctx, std::slice::from_ref(d))?;
-            return Ok(match &r {
-                Datum::Object(pattern) if !r.is_ptype() => matches_pattern(d, pattern),
-                other => other.truthy(),
-            });
+        match self {
+            Callable::Func(f) => {
+                let r = self.call_datum(ctx, std::slice::from_ref(d))?;
+                // Only a function whose body is an object literal filters by example.
+                let literal_body = matches!(f.body.ty(), tt::MAKE_OBJ | tt::DATUM);
+                match &r {
+                    Datum::Object(_) if literal_body => filter_match(&r, d),
+                    other => Ok(other.truthy()),
+                }
+            }
+            Callable::Const(p @ Datum::Object(_)) => filter_match(p, d),
+            _ => self.call_predicate(ctx, d),
         }
-        self.call_predicate(ctx, d)
     }
 
     /// Calls the function as a predicate (filter, count, contains...).
@@ -1042,6 +1047,30 @@ impl Callable {
             _ => Ok(self.call_datum(ctx, std::slice::from_ref(d))?.truthy()),
         }
     }
+}
+
+/// Filter-by-example as RethinkDB does it: a missing field is a non-existence error
+/// (so `default` applies), nested objects match recursively, `r.literal` matches whole.
+fn filter_match(pattern: &Datum, row: &Datum) -> Result<bool> {
+    if pattern.reql_type() == Some("LITERAL") {
+        return Ok(pattern.get_field("value") == Some(row));
+    }
+    let Datum::Object(p) = pattern else {
+        return Ok(pattern == row);
+    };
+    for (k, pv) in p.iter() {
+        let Some(rv) = row.get_field(k) else {
+            return Err(non_existence(format!("No attribute `{k}` in object.")));
+        };
+        let ok = match (pv, rv) {
+            (Datum::Object(_), Datum::Object(_)) => filter_match(pv, rv)?,
+            _ => rv == pv,
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Filter-by-example: every field of the pattern matches the row.
