@@ -35,3 +35,30 @@ pub async fn join_all<F: std::future::Future<Output = ()> + 'static>(fs: Vec<F>)
         h.await;
     }
 }
+
+/// Polls futures together on the current task until all finish (no spawning, so it
+/// works on any executor, including `block_on` in tests); results in input order.
+pub async fn poll_all<T>(fs: Vec<impl std::future::Future<Output = T>>) -> Vec<T> {
+    let mut pinned: Vec<_> = fs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<T>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future completed"))
+        .collect()
+}

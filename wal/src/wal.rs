@@ -319,31 +319,14 @@ impl<F: Fs> Wal<F> {
                 st.flushing = true;
                 lead
             };
-            {
-                if lead {
-                    let guard = LeaderGuard {
-                        wal: self,
-                        done: false,
-                    };
-                    let r = self.flush_once(true).await;
-                    let mut guard = guard;
-                    guard.done = true;
-                    let mut st = self.st.borrow_mut();
-                    st.flushing = false;
-                    if let Err(e) = &r {
-                        st.failed = Some(e.to_string());
-                    }
-                    drop(st);
-                    self.flushed.notify(usize::MAX);
-                    r?;
-                    continue;
-                }
+            if lead {
+                self.lead_flush(true).await?;
+                continue;
             }
             listener.await;
         }
     }
 
-    /// One group commit: write the buffered records, fdatasync, publish.
     /// Writes buffered records without waiting for fdatasync (soft records piling up),
     /// unless a flush is already under way.
     async fn write_out(&self) -> Result<()> {
@@ -354,12 +337,17 @@ impl<F: Fs> Wal<F> {
             }
             st.flushing = true;
         }
-        let guard = LeaderGuard {
+        self.lead_flush(false).await
+    }
+
+    /// Runs one flush as the leader (the caller has set `flushing`), then publishes the
+    /// outcome to every waiter; a failure fails the log.
+    async fn lead_flush(&self, sync: bool) -> Result<()> {
+        let mut guard = LeaderGuard {
             wal: self,
             done: false,
         };
-        let r = self.flush_once(false).await;
-        let mut guard = guard;
+        let r = self.flush_once(sync).await;
         guard.done = true;
         let mut st = self.st.borrow_mut();
         st.flushing = false;
@@ -371,6 +359,8 @@ impl<F: Fs> Wal<F> {
         r
     }
 
+    /// One group commit: write the buffered records, then (if `sync`) fdatasync and
+    /// publish them as durable.
     async fn flush_once(&self, sync: bool) -> Result<()> {
         self.maybe_roll().await?;
         let (pos, data, last_lsn, path, file) = {

@@ -89,7 +89,7 @@ async fn write(dir: PathBuf, first: u64) -> Result<(), String> {
             Ok::<(), String>(())
         }
     });
-    let results = join_all(writers.collect()).await;
+    let results = rdb_io::poll_all(writers.collect()).await;
     results.into_iter().collect()
 }
 
@@ -134,27 +134,4 @@ async fn verify(dir: PathBuf, acked_file: PathBuf) -> Result<(), String> {
         all.len()
     );
     Ok(())
-}
-
-async fn join_all<T>(fs: Vec<impl std::future::Future<Output = T>>) -> Vec<T> {
-    let mut pinned: Vec<_> = fs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<T>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out.into_iter().map(|o| o.expect("completed")).collect()
 }

@@ -131,7 +131,7 @@ async fn run_all(o: &EngineOpts) -> Result<Vec<serde_json::Value>, String> {
         let tasks: Vec<_> = (0..o.threads.max(1))
             .map(|t| bench_task(s, name, o, t, per_task))
             .collect();
-        for r in join_all(tasks).await {
+        for r in rdb_io::poll_all(tasks).await {
             r?;
         }
         if name.starts_with("fill") || name == "overwrite" {
@@ -199,27 +199,4 @@ async fn bench_task(
         }
     }
     Ok(())
-}
-
-async fn join_all<T>(fs: Vec<impl std::future::Future<Output = T>>) -> Vec<T> {
-    let mut pinned: Vec<_> = fs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<T>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out.into_iter().map(|o| o.expect("completed")).collect()
 }

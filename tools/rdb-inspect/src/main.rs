@@ -187,7 +187,8 @@ fn open_sst(path: &Path) -> Result<Rc<SstReader<ReadOnlyFs>>, String> {
         .map_err(|e| e.to_string())
 }
 
-fn wal_segments(shard: &Path) -> Vec<(u64, PathBuf)> {
+/// WAL segments of a shard, by first LSN.
+pub fn wal_segments(shard: &Path) -> Vec<(u64, PathBuf)> {
     let wal = shard.join("wal");
     let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(&wal)
         .into_iter()

@@ -139,17 +139,7 @@ fn verify_sst(path: &Path, listed: &rdb_engine::sst::SstMeta, problems: &mut Vec
 }
 
 fn verify_wal(shard: &Path, problems: &mut Vec<String>) {
-    let wal = shard.join("wal");
-    let mut segs: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(&wal)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            rdb_wal::parse_segment_name(&name).map(|l| (l, wal.join(name)))
-        })
-        .collect();
-    segs.sort();
+    let segs = crate::wal_segments(shard);
     let mut next = None;
     let count = segs.len();
     for (i, (first, path)) in segs.into_iter().enumerate() {

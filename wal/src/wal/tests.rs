@@ -51,7 +51,7 @@ fn concurrent_hard_writers_share_syncs() {
             .iter()
             .map(|p| w.append(p, Durability::Hard))
             .collect();
-        let results = futures_lite::future::block_on(join_all(writes));
+        let results = futures_lite::future::block_on(rdb_io::poll_all(writes));
         assert!(results.iter().all(|r| r.is_ok()));
         // 50 writers, far fewer than 50 write+sync pairs.
         assert!(
@@ -64,30 +64,6 @@ fn concurrent_hard_writers_share_syncs() {
         let (_, got) = open(&fs, WalOptions::default()).await.unwrap();
         assert_eq!(got.len(), 50);
     });
-}
-
-/// Polls all futures to completion on one thread.
-async fn join_all<T>(fs: Vec<impl std::future::Future<Output = T>>) -> Vec<T> {
-    let mut pinned: Vec<_> = fs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<T>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out.into_iter().map(|o| o.expect("completed")).collect()
 }
 
 #[test]
