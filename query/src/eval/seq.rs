@@ -518,6 +518,18 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
         tt::FOR_EACH => Err(logic(
             "FOR_EACH expects one or more basic write queries, which this server does not support yet.",
         )),
+        // `db.table()` and friends without a name: the database is taken as the name.
+        tt::TABLE | tt::TABLE_CREATE | tt::TABLE_DROP
+            if args.len() == 1 && matches!(args[0], Val::Db(_)) =>
+        {
+            Err(logic(format!(
+                "Expected type DATUM but found DATABASE:\n{}",
+                match &args[0] {
+                    Val::Db(n) => format!("db(\"{n}\")"),
+                    _ => String::new(),
+                }
+            )))
+        }
         tt::TABLE
         | tt::GET
         | tt::GET_ALL
