@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 #[test]
 fn second_server_on_same_directory_refuses_to_start() {
     let s = common::start("lock", &[]);
-    let out = Command::new(env!("CARGO_BIN_EXE_rdb"))
-        .args([
+    let out = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_rdb")).args([
             "--directory",
             s.dir.to_str().unwrap(),
             "--driver-port",
             &common::free_port().to_string(),
-        ])
-        .output()
-        .unwrap();
+        ]),
+        20,
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another rdb server"), "{err}");
@@ -68,15 +68,15 @@ fn sigterm_and_sigint_shut_down_cleanly() {
 #[test]
 fn busy_port_is_reported() {
     let s = common::start("busy", &[]);
-    let out = Command::new(env!("CARGO_BIN_EXE_rdb"))
-        .args([
+    let out = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_rdb")).args([
             "--directory",
             common::scratch_dir("busy2").to_str().unwrap(),
             "--driver-port",
             &s.port.to_string(),
-        ])
-        .output()
-        .unwrap();
+        ]),
+        20,
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
 }

@@ -37,34 +37,67 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// Starts rdb with `extra` arguments and waits until it accepts connections.
+/// Starts rdb with `extra` arguments and waits until it accepts connections. Tests run
+/// in parallel, so a port picked as free can be taken by another test's server before
+/// ours binds it: then ours exits, and we retry on another port.
 pub fn start(tag: &str, extra: &[&str]) -> Server {
-    let port = free_port();
-    let dir = scratch_dir(tag);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rdb"))
-        .args([
-            "--directory",
-            dir.to_str().unwrap(),
-            "--driver-port",
-            &port.to_string(),
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start rdb");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+    for _ in 0..5 {
+        let port = free_port();
+        let dir = scratch_dir(tag);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rdb"))
+            .args([
+                "--directory",
+                dir.to_str().unwrap(),
+                "--driver-port",
+                &port.to_string(),
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start rdb");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut listening = false;
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Make sure the listener is ours, not another test's server.
+                std::thread::sleep(Duration::from_millis(50));
+                listening = child.try_wait().unwrap().is_none();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if listening {
             return Server { child, port, dir };
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    panic!("rdb did not start listening after 5 attempts");
+}
+
+/// Runs a command to completion, failing the test instead of hanging past `secs`.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn output_within(cmd: &mut Command, secs: u64) -> std::process::Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("command did not finish within {secs} s");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("rdb did not start listening on port {port}");
+    child.wait_with_output().unwrap()
 }
-
 #[allow(dead_code)] // not every test binary that includes this module uses it
 pub fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests")
