@@ -406,24 +406,7 @@ mod prop {
     use super::*;
     use proptest::prelude::*;
 
-    fn arb_datum() -> impl Strategy<Value = Datum> {
-        let leaf = prop_oneof![
-            Just(Datum::Null),
-            any::<bool>().prop_map(Datum::Bool),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(Datum::Num),
-            ".{0,8}".prop_map(Datum::str),
-            proptest::collection::vec(any::<u8>(), 0..8).prop_map(|v| Datum::Binary(v.into())),
-        ];
-        leaf.prop_recursive(3, 24, 4, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..4).prop_map(Datum::array),
-                proptest::collection::btree_map("[a-z]{0,3}", inner, 0..4)
-                    .prop_map(|m| Datum::object(m.into_iter().collect())),
-            ]
-        })
-    }
+    use crate::testgen::arb_datum;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1000))]

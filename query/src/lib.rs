@@ -11,6 +11,8 @@ pub mod json;
 pub mod keycode;
 pub mod term;
 pub mod term_type;
+#[cfg(test)]
+mod testgen;
 
 pub use datum::Datum;
 pub use error::{ErrorKind, ReqlError};

@@ -131,12 +131,7 @@ impl Fs for DmaFs {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        v.sort();
-        Ok(v)
+        super::list_dir(dir)
     }
 
     fn exists(&self, path: &Path) -> bool {

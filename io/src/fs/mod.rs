@@ -61,6 +61,16 @@ pub trait Fs: Clone + 'static {
     fn exists(&self, path: &Path) -> bool;
 }
 
+/// Names of the entries of a real directory, sorted (shared by the real-file systems).
+pub(crate) fn list_dir(dir: &Path) -> io::Result<Vec<String>> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
 /// Writes a whole file durably under a temporary name, then renames it into place and
 /// syncs the directory: after a crash the file is either complete or absent.
 pub async fn install_file<F: Fs>(fs: &F, path: &Path, data: &[u8]) -> io::Result<()> {
