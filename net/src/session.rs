@@ -40,8 +40,8 @@ const GLOBAL_OPTARGS: &[&str] = &[
 ];
 
 struct Cursor {
+    /// Holds (through its closures) everything it needs, including the query context.
     stream: Stream,
-    ctx: Rc<Ctx>,
     batch_rows: usize,
     batch_bytes: usize,
 }
@@ -150,7 +150,7 @@ impl Session {
         })();
         let reply = match result {
             Err(e) => response::error(token, &e),
-            Ok((Val::Stream(stream), ctx)) => {
+            Ok((Val::Stream(stream), _)) => {
                 if self.cursors.len() >= CURSORS_MAX {
                     let e = ReqlError::new(
                         ErrorKind::ResourceLimit,
@@ -160,7 +160,6 @@ impl Session {
                 }
                 let c = Cursor {
                     stream,
-                    ctx,
                     batch_rows,
                     batch_bytes,
                 };
@@ -221,7 +220,6 @@ impl Session {
             s.push_str(p);
         }
         s.push('}');
-        let _ = &c.ctx;
         if !done {
             self.cursors.insert(token, c);
         }

@@ -139,31 +139,18 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
                         }
                     }
                 });
-                futures_join_all(accepts.collect()).await;
+                rdb_io::join_all(accepts.collect()).await;
             };
             let watch = async {
                 while !sd.load(Ordering::Relaxed) {
                     rdb_io::sleep(SHUTDOWN_POLL).await;
                 }
             };
-            futures_or(serve, watch).await;
+            rdb_io::race(serve, watch).await;
         }
     })
     .map_err(|e| e.to_string())?;
     tracing::info!("rdb shut down cleanly");
     drop(lock);
     Ok(())
-}
-
-/// Waits for the first of two futures.
-async fn futures_or(
-    a: impl std::future::Future<Output = ()>,
-    b: impl std::future::Future<Output = ()>,
-) {
-    rdb_io::race(a, b).await;
-}
-
-/// Runs several futures concurrently on this core until all finish.
-async fn futures_join_all(fs: Vec<impl std::future::Future<Output = ()> + 'static>) {
-    rdb_io::join_all(fs).await;
 }
