@@ -5,6 +5,7 @@
 //! and can be tested with in-memory streams. Storage file I/O (DMA files, fdatasync) will
 //! live here too, with an in-memory fault-injecting twin.
 
+pub mod fiber;
 pub mod fs;
 pub mod runtime;
 

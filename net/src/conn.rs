@@ -8,8 +8,11 @@ use crate::session::ServerInfo;
 use crate::session::Session;
 use futures_lite::io::BufReader;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use rdb_query::store::Store;
 use rdb_query::ErrorKind;
+use std::cell::RefCell;
 use std::io;
+use std::rc::Rc;
 
 /// Responses are written in one go once this many bytes are waiting.
 const PENDING_BYTES_MAX: usize = 256 * 1024;
@@ -20,6 +23,7 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     users: &UserStore,
     server: &ServerInfo,
+    store: Option<Rc<Store>>,
 ) -> io::Result<()> {
     let mut s = BufReader::new(stream);
     match handshake(&mut s, users).await {
@@ -35,7 +39,7 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(());
         }
     }
-    let mut session = Session::new(server.clone());
+    let session = Rc::new(RefCell::new(Session::new(server.clone(), store)));
     let mut header = [0u8; HEADER_BYTES];
     let mut body = Vec::new();
     let mut pending: Vec<u8> = Vec::new();
@@ -65,7 +69,24 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         body.resize(h.len as usize, 0);
         s.read_exact(&mut body).await?;
         let parsed = parse_body(&body);
-        if let Some(out) = session.handle(h.token, parsed) {
+        // Queries run on a fiber: storage waits suspend it while the core serves others.
+        let s2 = session.clone();
+        let token = h.token;
+        let reply = rdb_io::fiber::run(move || {
+            // A bug in one query must not take the server (or this connection) down.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                s2.borrow_mut().handle(token, parsed)
+            }))
+            .unwrap_or_else(|_| {
+                Some(response::client_error(
+                    token,
+                    ErrorKind::Internal,
+                    "Internal error: the query hit a server bug (see the server log).",
+                ))
+            })
+        })
+        .await;
+        if let Some(out) = reply {
             pending.extend_from_slice(&out);
         }
         // Answer every pipelined query already read before writing, so one write

@@ -6,6 +6,7 @@ use crate::response::{self, client_error};
 use rdb_query::error::{logic, ErrorKind};
 use rdb_query::eval::{self, Ctx, Env, Stream, Val};
 use rdb_query::json::write_json;
+use rdb_query::store::Store;
 use rdb_query::{term, Datum, ReqlError};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -56,13 +57,15 @@ pub struct ServerInfo {
 pub struct Session {
     cursors: HashMap<u64, Cursor>,
     server: ServerInfo,
+    store: Option<Rc<Store>>,
 }
 
 impl Session {
-    pub fn new(server: ServerInfo) -> Session {
+    pub fn new(server: ServerInfo, store: Option<Rc<Store>>) -> Session {
         Session {
             cursors: HashMap::new(),
             server,
+            store,
         }
     }
 
@@ -144,8 +147,8 @@ impl Session {
         let result = (|| -> Result<(Val, Rc<Ctx>), ReqlError> {
             let t = term::parse(term_json)?;
             eval::check(&t)?;
-            let ctx = Ctx::new(globals)?;
-            let v = eval::eval(&ctx, &Env::default(), &t)?;
+            let ctx = Ctx::with_store(globals, self.store.clone())?;
+            let v = eval::table::plain(eval::eval(&ctx, &Env::default(), &t)?);
             Ok((v, ctx))
         })();
         let reply = match result {

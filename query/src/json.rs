@@ -212,7 +212,7 @@ fn write_pretty(out: &mut String, d: &Datum, depth: usize) {
                 }
                 indent(out, depth + 1);
                 write_str(out, k);
-                out.push_str(": ");
+                out.push_str(":\t");
                 write_pretty(out, v, depth + 1);
             }
             out.push('\n');

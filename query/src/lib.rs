@@ -1,7 +1,7 @@
 //! ReQL for rdb: the datum model, the wire-term parser and checker, and the evaluator.
 //!
-//! This crate knows nothing of sockets or storage: `net` hands it parsed JSON terms and
-//! gets back datums, streams and classified errors.
+//! This crate knows nothing of sockets: `net` hands it parsed JSON terms and gets back
+//! datums, streams and classified errors. Tables live in `store`, over the engine shards.
 
 pub mod codec;
 pub mod datum;
@@ -9,6 +9,7 @@ pub mod error;
 pub mod eval;
 pub mod json;
 pub mod keycode;
+pub mod store;
 pub mod term;
 pub mod term_type;
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod config;
 mod lock;
+mod storage;
 
 use clap::Parser;
 use config::{Cli, Command, Config};
@@ -69,6 +70,14 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
         name: cfg.server_name.clone(),
     };
     let users = Arc::new(UserStore::with_admin(&cfg.initial_password));
+    let shards = storage::shard_count(&cfg.directory, cfg.cores)?;
+    if shards != cfg.cores {
+        tracing::warn!(
+            "this data directory was created with {shards} shards; running {shards} cores (not {})",
+            cfg.cores
+        );
+    }
+    let wiring = storage::Wiring::new(&cfg.directory, shards, &cfg.server_name);
 
     // Bind once up front so a busy port is reported clearly before any core starts.
     for a in &addrs {
@@ -83,7 +92,7 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
 
     tracing::info!(
         directory = %cfg.directory.display(),
-        cores = cfg.cores,
+        cores = shards,
         "rdb {} starting (server id {})",
         env!("CARGO_PKG_VERSION"),
         info.id
@@ -92,16 +101,21 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
         tracing::info!("Listening for client driver connections on {a}");
     }
     let rt = rdb_io::RuntimeConfig {
-        cores: cfg.cores,
+        cores: shards,
         ..Default::default()
     };
     let sd = shutdown.clone();
+    let wired = wiring.clone();
     rdb_io::run_per_core(&rt, move |core| {
+        let wiring = wired.clone();
         let addrs = addrs.clone();
         let users = users.clone();
         let info = info.clone();
         let sd = sd.clone();
         async move {
+            let Some((store, local)) = wiring.open_core(core).await else {
+                return;
+            };
             let serve = async {
                 let mut listeners = Vec::new();
                 for a in &addrs {
@@ -116,6 +130,7 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
                 let accepts = listeners.into_iter().map(|l| {
                     let users = users.clone();
                     let info = info.clone();
+                    let store = store.clone();
                     async move {
                         loop {
                             match l.accept().await {
@@ -123,9 +138,11 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
                                     let _ = stream.set_nodelay(true);
                                     let users = users.clone();
                                     let info = info.clone();
+                                    let store = store.clone();
                                     rdb_io::spawn_local(async move {
                                         if let Err(e) =
-                                            serve_connection(stream, &users, &info).await
+                                            serve_connection(stream, &users, &info, Some(store))
+                                                .await
                                         {
                                             tracing::debug!("connection ended: {e}");
                                         }
@@ -147,9 +164,16 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
                 }
             };
             rdb_io::race(serve, watch).await;
+            // Soft-durability writes become durable on a clean shutdown.
+            if let Err(e) = local.shard().sync().await {
+                tracing::error!(core, "final sync failed: {e}");
+            }
         }
     })
     .map_err(|e| e.to_string())?;
+    if wiring.failed() {
+        return Err("storage could not be opened (see the log above)".into());
+    }
     tracing::info!("rdb shut down cleanly");
     drop(lock);
     Ok(())

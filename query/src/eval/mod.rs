@@ -2,14 +2,18 @@
 //! eagerly (as RethinkDB does); streams (`r.range()`, later tables) stay lazy and are
 //! pulled in batches by the connection.
 
+mod admin;
 mod arith;
 mod array;
 mod control;
 mod object;
 mod seq;
 mod string;
+mod system;
+pub mod table;
 mod time;
 mod types;
+mod write;
 
 use crate::datum::{Datum, Object};
 use crate::error::{logic, ErrorKind, Frame, ReqlError, Result};
@@ -30,10 +34,19 @@ pub struct Ctx {
     /// `r.now()`: one instant per query, in epoch seconds (millisecond precision).
     pub now_epoch_secs: f64,
     pub global_optargs: HashMap<String, Datum>,
+    /// Where tables live; `None` for pure evaluation (tests, optarg evaluation).
+    pub store: Option<Rc<crate::store::Store>>,
 }
 
 impl Ctx {
     pub fn new(global_optargs: HashMap<String, Datum>) -> Result<Rc<Ctx>> {
+        Ctx::with_store(global_optargs, None)
+    }
+
+    pub fn with_store(
+        global_optargs: HashMap<String, Datum>,
+        store: Option<Rc<crate::store::Store>>,
+    ) -> Result<Rc<Ctx>> {
         let mut array_limit = ARRAY_LIMIT_DEFAULT;
         if let Some(d) = global_optargs.get("array_limit") {
             let n = d.as_num().ok_or_else(|| {
@@ -55,6 +68,7 @@ impl Ctx {
             array_limit,
             now_epoch_secs: now,
             global_optargs,
+            store,
         }))
     }
 
@@ -207,6 +221,9 @@ pub enum Val {
     Func(Rc<Func>),
     Grouped(Rc<Grouped>),
     Db(Rc<str>),
+    Table(Rc<table::TableRef>),
+    /// One document of a table (or `null`), with the primary key it was asked for.
+    Single(Rc<table::TableRef>, Datum, Datum),
 }
 
 impl Val {
@@ -217,6 +234,8 @@ impl Val {
             Val::Func(_) => "FUNCTION".into(),
             Val::Grouped(_) => "GROUPED_DATA".into(),
             Val::Db(_) => "DATABASE".into(),
+            Val::Table(_) => "TABLE".into(),
+            Val::Single(..) => "SELECTION<OBJECT>".into(),
         }
     }
 
@@ -226,6 +245,8 @@ impl Val {
             Val::Datum(d) => Ok(d),
             Val::Stream(s) => Ok(Datum::array(s.collect_all(ctx)?)),
             Val::Grouped(g) => Ok(grouped_to_datum(&g)),
+            Val::Single(_, d, _) => Ok(d),
+            Val::Table(t) => Ok(Datum::array(table::table_stream(&t).collect_all(ctx)?)),
             other => Err(logic(format!(
                 "Expected type DATUM but found {}:\n{}",
                 other.type_name(),
@@ -238,6 +259,7 @@ impl Val {
         match self {
             Val::Db(n) => format!("db(\"{n}\")"),
             Val::Func(_) => "function".into(),
+            Val::Table(t) => format!("table(\"{}\")", t.info.name),
             _ => String::new(),
         }
     }
@@ -249,6 +271,8 @@ impl Val {
             Val::Func(f) => Val::Func(f.clone()),
             Val::Grouped(g) => Val::Grouped(g.clone()),
             Val::Db(d) => Val::Db(d.clone()),
+            Val::Table(t) => Val::Table(t.clone()),
+            Val::Single(t, d, k) => Val::Single(t.clone(), d.clone(), k.clone()),
             Val::Stream(_) => Val::Datum(Datum::Null),
         }
     }
@@ -256,7 +280,7 @@ impl Val {
     pub fn into_callable(self) -> Callable {
         match self {
             Val::Func(f) => Callable::Func(f),
-            Val::Datum(d) => Callable::Const(d),
+            Val::Datum(d) | Val::Single(_, d, _) => Callable::Const(d),
             other => Callable::Const(Datum::str(other.type_name())),
         }
     }
@@ -462,6 +486,15 @@ pub fn eval(ctx: &Rc<Ctx>, env: &Env, t: &Rc<Term>) -> Result<Val> {
                 .first()
                 .ok_or_else(|| logic("ORDER_BY needs a sequence."))?;
             let seq = eval(ctx, &env, first).map_err(|e| e.with_frame(Frame::Pos(0)))?;
+            let index = op
+                .optargs
+                .iter()
+                .find(|(k, _)| k == "index")
+                .map(|(_, t)| t);
+            if let (Some(ix), Some(sel)) = (index, table::slice_of(&seq)) {
+                return table::order_by_index(ctx, &env, sel, ix);
+            }
+            let seq = table::plain(seq);
             let mut keys = Vec::with_capacity(op.args.len().saturating_sub(1));
             for (i, a) in op.args.iter().enumerate().skip(1) {
                 let (desc, t) = match &**a {
@@ -542,6 +575,8 @@ fn apply_grouped(
                 Val::Func(f) => Val::Func(f.clone()),
                 Val::Db(d) => Val::Db(d.clone()),
                 Val::Grouped(g) => Val::Grouped(g.clone()),
+                Val::Table(t) => Val::Table(t.clone()),
+                Val::Single(t, d, k) => Val::Single(t.clone(), d.clone(), k.clone()),
                 Val::Stream(_) => {
                     return Err(logic(
                         "Cannot use a stream as an argument to a grouped operation.",
@@ -631,6 +666,15 @@ fn eval_args_with(ctx: &Rc<Ctx>, env: &Env, rest_env: &Env, op: &Op) -> Result<V
 
 /// Applies an eagerly evaluated term to its argument values.
 fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
+    if let Some(v) = table::apply(ctx, ty, &mut args, opt)? {
+        return Ok(v);
+    }
+    let args = args.into_iter().map(table::plain).collect();
+    apply_plain(ctx, ty, args, opt)
+}
+
+/// Applies a term whose arguments hold no tables or single selections.
+fn apply_plain(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
     if ty == tt::COERCE_TO && matches!(args.first(), Some(Val::Stream(_))) {
         // Streams coerce only to containers; read it now so the datum rules apply.
         let target = arg_datum(ctx, &args, 1)?;
@@ -665,7 +709,7 @@ fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Result<Va
 /// The datum of argument `i`, with the argument's frame on any error.
 pub fn arg_datum(_ctx: &Ctx, args: &[Val], i: usize) -> Result<Datum> {
     match &args[i] {
-        Val::Datum(d) => Ok(d.clone()),
+        Val::Datum(d) | Val::Single(_, d, _) => Ok(d.clone()),
         Val::Grouped(g) => Ok(grouped_to_datum(g)),
         Val::Stream(_) => Err(logic("Expected type DATUM but found SEQUENCE.")),
         other => Err(logic(format!(
@@ -675,6 +719,40 @@ pub fn arg_datum(_ctx: &Ctx, args: &[Val], i: usize) -> Result<Datum> {
         ))
         .with_frame(Frame::Pos(i))),
     }
+}
+
+/// Whether a function body always gives the same result for the same input (what
+/// `update`/`replace` need to apply it atomically): no randomness, r.js, r.http, table
+/// reads or catalog terms.
+pub fn deterministic(t: &Term) -> bool {
+    let Term::Op(op) = t else { return true };
+    let bad = matches!(
+        op.ty,
+        tt::JAVASCRIPT
+            | tt::HTTP
+            | tt::RANDOM
+            | tt::SAMPLE
+            | tt::TABLE
+            | tt::DB
+            | tt::DB_CREATE
+            | tt::DB_DROP
+            | tt::DB_LIST
+            | tt::TABLE_CREATE
+            | tt::TABLE_DROP
+            | tt::TABLE_LIST
+            | tt::CONFIG
+            | tt::STATUS
+            | tt::WAIT
+            | tt::SYNC
+            | tt::INDEX_CREATE
+            | tt::INDEX_DROP
+            | tt::INDEX_LIST
+            | tt::INDEX_STATUS
+            | tt::INDEX_WAIT
+            | tt::INDEX_RENAME
+    ) || (op.ty == tt::UUID && op.args.is_empty());
+    !bad && op.args.iter().all(|a| deterministic(a))
+        && op.optargs.iter().all(|(_, v)| deterministic(v))
 }
 
 pub fn type_err(expected: &str, d: &Datum) -> ReqlError {

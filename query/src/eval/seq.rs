@@ -13,16 +13,31 @@ use std::sync::Arc;
 
 type DatumIter = Box<dyn Iterator<Item = Result<Datum>>>;
 
-/// A lazy sequence of datums (from `r.range`, later from tables).
+/// A lazy sequence of datums (from `r.range` or a table).
 pub struct Stream {
     iter: DatumIter,
     /// Infinite streams refuse to be collected.
     pub infinite: bool,
+    /// Set when the elements are documents of one table, so writes can follow.
+    pub sel: Option<Selection>,
+}
+
+/// The table a stream's documents come from, and what RethinkDB calls the stream.
+pub struct Selection {
+    pub table: Rc<super::table::TableRef>,
+    /// "TABLE" (a whole table), "TABLE_SLICE" (a key range) or "SELECTION<STREAM>".
+    pub kind: &'static str,
+    /// For table slices: the primary-key range scanned.
+    pub bounds: Option<crate::store::KeyRange>,
 }
 
 impl Stream {
     pub fn new(iter: DatumIter, infinite: bool) -> Stream {
-        Stream { iter, infinite }
+        Stream {
+            iter,
+            infinite,
+            sel: None,
+        }
     }
     pub fn from_vec(v: Vec<Datum>) -> Stream {
         Stream::new(Box::new(v.into_iter().map(Ok)), false)
@@ -511,18 +526,6 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
         tt::FOR_EACH => Err(logic(
             "FOR_EACH expects one or more basic write queries, which this server does not support yet.",
         )),
-        // `db.table()` and friends without a name: the database is taken as the name.
-        tt::TABLE | tt::TABLE_CREATE | tt::TABLE_DROP
-            if args.len() == 1 && matches!(args[0], Val::Db(_)) =>
-        {
-            Err(logic(format!(
-                "Expected type DATUM but found DATABASE:\n{}",
-                match &args[0] {
-                    Val::Db(n) => format!("db(\"{n}\")"),
-                    _ => String::new(),
-                }
-            )))
-        }
         // Tables, writes, admin terms and changefeeds arrive with later issues.
         _ => Err(unsupported(ty)),
     }

@@ -133,6 +133,7 @@ pub fn type_of(v: &Val) -> String {
         Val::Func(_) => "FUNCTION".into(),
         Val::Grouped(_) => "GROUPED_DATA".into(),
         Val::Db(_) => "DB".into(),
+        other => super::table::type_name(other).unwrap_or_else(|| "STREAM".into()),
     }
 }
 
@@ -177,6 +178,8 @@ fn coerce_name(v: &Val) -> &'static str {
         Val::Func(_) => "FUNCTION",
         Val::Grouped(_) => "GROUPED_DATA",
         Val::Db(_) => "DB",
+        Val::Table(_) => "TABLE",
+        Val::Single(..) => "SELECTION<OBJECT>",
     }
 }
 
@@ -253,6 +256,8 @@ fn clone_val(v: &Val) -> Val {
         Val::Func(f) => Val::Func(f.clone()),
         Val::Grouped(g) => Val::Grouped(g.clone()),
         Val::Db(d) => Val::Db(d.clone()),
+        Val::Table(t) => Val::Table(t.clone()),
+        Val::Single(t, d, k) => Val::Single(t.clone(), d.clone(), k.clone()),
         Val::Stream(_) => unreachable!("streams are read before coerce_to (eval::apply)"),
     }
 }

@@ -1,0 +1,309 @@
+//! Catalog terms: creating, dropping and listing databases and tables, and the
+//! per-table `config`, `status`, `wait`, `sync`, `info` documents of a one-server
+//! deployment.
+
+use super::table::{TableRef, SYSTEM_DB};
+use super::types::check_name;
+use super::{arg_datum, string, Ctx, Optargs, Val};
+use crate::datum::{Datum, Object};
+use crate::error::{logic, ErrorKind, ReqlError, Result};
+use crate::store::catalog::{DbInfo, TableInfo};
+use crate::store::Store;
+use crate::term_type as tt;
+use std::rc::Rc;
+
+fn obj(pairs: Vec<(&str, Datum)>) -> Datum {
+    let mut o = Object::new();
+    for (k, v) in pairs {
+        o.insert(k.into(), v);
+    }
+    Datum::object(o)
+}
+
+fn change(old: Datum, new: Datum) -> Datum {
+    Datum::array(vec![obj(vec![("old_val", old), ("new_val", new)])])
+}
+
+fn special(msg: &str) -> ReqlError {
+    ReqlError::new(
+        ErrorKind::OpFailed,
+        format!("Database `{SYSTEM_DB}` is special; {msg}"),
+    )
+}
+
+fn store(ctx: &Ctx) -> Result<Rc<Store>> {
+    ctx.store
+        .clone()
+        .ok_or_else(|| logic("This query needs tables, and no storage is attached."))
+}
+
+pub fn db_config(db: &DbInfo) -> Datum {
+    obj(vec![
+        ("id", Datum::str(db.id.as_str())),
+        ("name", Datum::str(db.name.as_str())),
+    ])
+}
+
+pub fn table_config(st: &Store, t: &TableInfo) -> Datum {
+    let server = Datum::str(st.server_name.as_str());
+    obj(vec![
+        ("db", Datum::str(t.db.as_str())),
+        (
+            "durability",
+            Datum::str(if t.durability_hard { "hard" } else { "soft" }),
+        ),
+        ("id", Datum::str(t.id.as_str())),
+        ("indexes", Datum::array(vec![])),
+        ("name", Datum::str(t.name.as_str())),
+        ("primary_key", Datum::str(t.primary_key.as_str())),
+        (
+            "shards",
+            Datum::array(vec![obj(vec![
+                ("primary_replica", server.clone()),
+                ("replicas", Datum::array(vec![server])),
+            ])]),
+        ),
+        ("write_acks", Datum::str("majority")),
+    ])
+}
+
+pub fn table_status(st: &Store, t: &TableInfo) -> Datum {
+    let server = Datum::str(st.server_name.as_str());
+    obj(vec![
+        ("db", Datum::str(t.db.as_str())),
+        ("id", Datum::str(t.id.as_str())),
+        ("name", Datum::str(t.name.as_str())),
+        ("raft_leader", server.clone()),
+        (
+            "shards",
+            Datum::array(vec![obj(vec![
+                ("primary_replicas", Datum::array(vec![server.clone()])),
+                (
+                    "replicas",
+                    Datum::array(vec![obj(vec![
+                        ("server", server),
+                        ("state", Datum::str("ready")),
+                    ])]),
+                ),
+            ])]),
+        ),
+        (
+            "status",
+            obj(vec![
+                ("all_replicas_ready", Datum::Bool(true)),
+                ("ready_for_outdated_reads", Datum::Bool(true)),
+                ("ready_for_reads", Datum::Bool(true)),
+                ("ready_for_writes", Datum::Bool(true)),
+            ]),
+        ),
+    ])
+}
+
+pub fn table_info(t: &TableRef) -> Datum {
+    let db_id = t.info.db_id.clone();
+    obj(vec![
+        ("type", Datum::str("TABLE")),
+        ("name", Datum::str(t.info.name.as_str())),
+        ("primary_key", Datum::str(t.info.primary_key.as_str())),
+        (
+            "db",
+            obj(vec![
+                ("type", Datum::str("DB")),
+                ("name", Datum::str(t.info.db.as_str())),
+                ("id", Datum::str(db_id)),
+            ]),
+        ),
+        ("id", Datum::str(t.info.id.as_str())),
+        ("doc_count_estimates", Datum::array(vec![])),
+        ("indexes", Datum::array(vec![])),
+    ])
+}
+
+fn default_db(ctx: &Ctx) -> String {
+    match ctx.global_optargs.get("db") {
+        Some(Datum::Str(s)) => s.to_string(),
+        _ => "test".into(),
+    }
+}
+
+/// db_create, db_drop, db_list, table_create, table_drop, table_list.
+pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Result<Val> {
+    let st = store(ctx)?;
+    let db = match args.first() {
+        Some(Val::Db(n)) if matches!(ty, tt::TABLE_CREATE | tt::TABLE_DROP | tt::TABLE_LIST) => {
+            let n = n.to_string();
+            args.remove(0);
+            n
+        }
+        _ => default_db(ctx),
+    };
+    let v = match ty {
+        tt::DB_LIST => {
+            let mut names: Vec<Datum> = st
+                .catalog()
+                .dbs
+                .keys()
+                .map(|n| Datum::str(n.as_str()))
+                .collect();
+            names.push(Datum::str(SYSTEM_DB));
+            names.sort();
+            Datum::array(names)
+        }
+        tt::DB_CREATE => {
+            let name_d = arg_datum(ctx, args, 0)?;
+            let name = string(&name_d)?;
+            check_name(name, "Database")?;
+            if name == SYSTEM_DB {
+                return Err(ReqlError::new(
+                    ErrorKind::OpFailed,
+                    format!("Database `{SYSTEM_DB}` already exists."),
+                ));
+            }
+            let d = st.db_create(name)?;
+            obj(vec![
+                ("dbs_created", Datum::Num(1.0)),
+                ("config_changes", change(Datum::Null, db_config(&d))),
+            ])
+        }
+        tt::DB_DROP => {
+            let name_d = arg_datum(ctx, args, 0)?;
+            let name = string(&name_d)?;
+            check_name(name, "Database")?;
+            if name == SYSTEM_DB {
+                return Err(special("you can't delete it."));
+            }
+            let (d, tables) = st.db_drop(name)?;
+            obj(vec![
+                ("dbs_dropped", Datum::Num(1.0)),
+                ("tables_dropped", Datum::Num(tables.len() as f64)),
+                ("config_changes", change(db_config(&d), Datum::Null)),
+            ])
+        }
+        tt::TABLE_LIST => {
+            if db == SYSTEM_DB {
+                let names = super::system::TABLES
+                    .iter()
+                    .map(|n| Datum::str(*n))
+                    .collect();
+                return Ok(Val::Datum(Datum::array(names)));
+            }
+            st.db(&db)?;
+            let names = st
+                .catalog()
+                .tables
+                .keys()
+                .filter(|(d, _)| *d == db)
+                .map(|(_, n)| Datum::str(n.as_str()))
+                .collect();
+            Datum::array(names)
+        }
+        tt::TABLE_CREATE => {
+            let name_d = arg_datum(ctx, args, 0)?;
+            let name = string(&name_d)?;
+            check_name(name, "Table")?;
+            let pk = match opt.datum("primary_key")? {
+                None => "id".to_string(),
+                Some(d) => string(&d)?.to_string(),
+            };
+            let hard = match opt.datum("durability")? {
+                None => true,
+                Some(d) => match string(&d)? {
+                    "hard" => true,
+                    "soft" => false,
+                    other => {
+                        return Err(logic(format!(
+                            "Durability option `{other}` unrecognized (options are \"hard\" and \"soft\")."
+                        )))
+                    }
+                },
+            };
+            if let Some(d) = opt.datum("shards")? {
+                let n = super::int(&d)?;
+                if !(1..=64).contains(&n) {
+                    return Err(logic("Every table must have at least one shard."));
+                }
+            }
+            if db == SYSTEM_DB {
+                return Err(special("you can't create new tables in it."));
+            }
+            let t = st.table_create(&db, name, &pk, hard)?;
+            obj(vec![
+                ("tables_created", Datum::Num(1.0)),
+                ("config_changes", change(Datum::Null, table_config(&st, &t))),
+            ])
+        }
+        tt::TABLE_DROP => {
+            let name_d = arg_datum(ctx, args, 0)?;
+            let name = string(&name_d)?;
+            check_name(name, "Table")?;
+            if db == SYSTEM_DB {
+                return Err(special("you can't drop tables in it."));
+            }
+            let t = st.table_drop(&db, name)?;
+            obj(vec![
+                ("tables_dropped", Datum::Num(1.0)),
+                ("config_changes", change(table_config(&st, &t), Datum::Null)),
+            ])
+        }
+        _ => unreachable!("dispatched by table::apply"),
+    };
+    Ok(Val::Datum(v))
+}
+
+/// config, status, wait, sync and index_list on tables and databases.
+pub fn apply_table(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> Result<Option<Val>> {
+    let st = store(ctx)?;
+    let v = match (ty, args.first()) {
+        (tt::CONFIG, Some(Val::Table(t))) => table_config(&st, &t.info),
+        (tt::STATUS, Some(Val::Table(t))) => table_status(&st, &t.info),
+        (tt::CONFIG, Some(Val::Db(name))) => {
+            if &**name == SYSTEM_DB {
+                return Err(special("you can't configure it."));
+            }
+            db_config(&st.db(name)?)
+        }
+        (tt::WAIT, first) => {
+            for k in ["wait_for", "timeout"] {
+                if let Some(d) = opt.datum(k)? {
+                    if k == "wait_for" {
+                        let w = string(&d)?;
+                        if !matches!(
+                            w,
+                            "ready_for_outdated_reads"
+                                | "ready_for_reads"
+                                | "ready_for_writes"
+                                | "all_replicas_ready"
+                        ) {
+                            return Err(logic(format!(
+                                "Unknown table readiness state: '{w}', must be one of 'ready_for_outdated_reads', 'ready_for_reads', 'ready_for_writes', or 'all_replicas_ready'"
+                            )));
+                        }
+                    } else {
+                        super::num(&d)?;
+                    }
+                }
+            }
+            let n = match first {
+                Some(Val::Table(_)) => 1,
+                Some(Val::Db(name)) => {
+                    st.db(name)?;
+                    st.catalog()
+                        .tables
+                        .keys()
+                        .filter(|(d, _)| **d == **name)
+                        .count()
+                }
+                None => st.catalog().tables.len(),
+                Some(_) => return Ok(None),
+            };
+            obj(vec![("ready", Datum::Num(n as f64))])
+        }
+        (tt::SYNC, Some(Val::Table(_))) => {
+            st.sync_all()?;
+            obj(vec![("synced", Datum::Num(1.0))])
+        }
+        (tt::INDEX_LIST, Some(Val::Table(_))) => Datum::array(vec![]),
+        _ => return Ok(None),
+    };
+    Ok(Some(Val::Datum(v)))
+}

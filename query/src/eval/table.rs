@@ -1,0 +1,676 @@
+//! Databases, tables and selections: the terms that read and change stored documents
+//! and the catalog. Selections (a table, a filtered or sliced table, one document)
+//! remember their table so `update`, `replace` and `delete` can write back.
+
+use super::seq::{Selection, Stream};
+use super::write::{replace_rows, update_row, ReturnChanges, RowJob, WriteStats};
+use super::{arg_datum, boolean, string, Callable, Ctx, Optargs, Val};
+use crate::datum::{Datum, Object};
+use crate::error::{logic, ErrorKind, Frame, ReqlError, Result};
+use crate::store::catalog::TableInfo;
+use crate::store::scan::MergedScan;
+use crate::store::{decode_doc, KeyRange, Store};
+use crate::term_type as tt;
+use std::ops::Bound;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Documents written per storage round trip by bulk writes.
+const WRITE_BATCH_ROWS: usize = 1000;
+/// The system database, which cannot be created, dropped or written.
+pub const SYSTEM_DB: &str = "rethinkdb";
+
+/// A table as a value: its catalog entry and the store it lives in.
+pub struct TableRef {
+    pub info: Arc<TableInfo>,
+    pub store: Rc<Store>,
+}
+
+impl TableRef {
+    pub fn display(&self) -> String {
+        format!("{}.{}", self.info.db, self.info.name)
+    }
+}
+
+fn store(ctx: &Ctx) -> Result<Rc<Store>> {
+    ctx.store
+        .clone()
+        .ok_or_else(|| logic("This query needs tables, and no storage is attached."))
+}
+
+fn op_failed(msg: impl Into<String>) -> ReqlError {
+    ReqlError::new(ErrorKind::OpFailed, msg)
+}
+
+/// The default database: the `db` global optarg, or `test`.
+fn default_db(ctx: &Ctx) -> String {
+    match ctx.global_optargs.get("db") {
+        Some(Datum::Str(s)) => s.to_string(),
+        _ => "test".into(),
+    }
+}
+
+/// Splits `(db?, rest...)` arguments into the database name and the rest.
+fn db_and_rest(ctx: &Ctx, args: &mut Vec<Val>) -> String {
+    if let Some(Val::Db(_)) = args.first() {
+        if let Val::Db(name) = args.remove(0) {
+            return name.to_string();
+        }
+    }
+    default_db(ctx)
+}
+
+/// A full scan of a table, or of a primary-key range of it, in key order.
+pub fn scan_stream(
+    t: &Rc<TableRef>,
+    lo: Bound<Vec<u8>>,
+    hi: Bound<Vec<u8>>,
+    reverse: bool,
+    kind: &'static str,
+) -> Stream {
+    let bounds = Some((lo.clone(), hi.clone()));
+    let scan = MergedScan::new(t.store.clone(), lo, hi, reverse);
+    let mut s = Stream::new(
+        Box::new(scan.map(|r| r.and_then(|(_, v)| decode_doc(&v)))),
+        false,
+    );
+    s.sel = Some(Selection {
+        table: t.clone(),
+        kind,
+        bounds,
+    });
+    s
+}
+
+fn table_bounds(t: &TableInfo) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let lo = t.key_prefix();
+    let mut hi = lo.clone();
+    let last = hi.len() - 1;
+    // The prefix is DATA_PREFIX + key_id (big endian); the next table id bounds it.
+    let next = t
+        .key_id
+        .checked_add(1)
+        .expect("key ids never reach u64::MAX");
+    hi[1..=last].copy_from_slice(&next.to_be_bytes());
+    (Bound::Included(lo), Bound::Excluded(hi))
+}
+
+pub fn table_stream(t: &Rc<TableRef>) -> Stream {
+    let (lo, hi) = table_bounds(&t.info);
+    scan_stream(t, lo, hi, false, "TABLE")
+}
+
+/// Turns table-specific values into plain ones for terms that only read.
+pub fn plain(v: Val) -> Val {
+    match v {
+        Val::Table(t) => Val::Stream(table_stream(&t)),
+        Val::Single(_, d, _) => Val::Datum(d),
+        other => other,
+    }
+}
+
+fn selection_of(v: &Val) -> Option<Rc<TableRef>> {
+    match v {
+        Val::Table(t) => Some(t.clone()),
+        Val::Stream(s) => s.sel.as_ref().map(|s| s.table.clone()),
+        _ => None,
+    }
+}
+
+pub fn type_name(v: &Val) -> Option<String> {
+    match v {
+        Val::Table(_) => Some("TABLE".into()),
+        Val::Single(..) => Some("SELECTION<OBJECT>".into()),
+        Val::Stream(s) => s.sel.as_ref().map(|s| match s.kind {
+            "TABLE" => "SELECTION<STREAM>".to_string(),
+            k => k.to_string(),
+        }),
+        _ => None,
+    }
+}
+
+fn expect_table(v: &Val, i: usize) -> Result<Rc<TableRef>> {
+    match v {
+        Val::Table(t) => Ok(t.clone()),
+        other => Err(logic(format!(
+            "Expected type TABLE but found {}.",
+            super::types::type_of(other)
+        ))
+        .with_frame(Frame::Pos(i))),
+    }
+}
+
+fn durability(opt: &Optargs, t: &TableInfo) -> Result<bool> {
+    match opt.datum("durability")? {
+        None => Ok(t.durability_hard),
+        Some(d) => parse_durability(&d),
+    }
+}
+
+fn parse_durability(d: &Datum) -> Result<bool> {
+    match string(d)? {
+        "hard" => Ok(true),
+        "soft" => Ok(false),
+        other => Err(logic(format!(
+            "Durability option `{other}` unrecognized (options are \"hard\" and \"soft\")."
+        ))),
+    }
+}
+
+/// Handles the terms that know about tables; `None` leaves the term to the others.
+pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Result<Option<Val>> {
+    // `db.table()` and friends without a name: the database is taken as the name.
+    if matches!(ty, tt::TABLE | tt::TABLE_CREATE | tt::TABLE_DROP) {
+        if let [Val::Db(n)] = args.as_slice() {
+            return Err(logic(format!(
+                "Expected type DATUM but found DATABASE:\ndb(\"{n}\")"
+            )));
+        }
+    }
+    let v = match ty {
+        tt::DB_CREATE
+        | tt::DB_DROP
+        | tt::DB_LIST
+        | tt::TABLE_CREATE
+        | tt::TABLE_DROP
+        | tt::TABLE_LIST => super::admin::apply(ctx, ty, args, opt)?,
+        tt::CONFIG | tt::STATUS | tt::WAIT | tt::SYNC | tt::INDEX_LIST => {
+            match super::admin::apply_table(ctx, ty, args, opt)? {
+                Some(v) => v,
+                None => return Ok(None),
+            }
+        }
+        tt::TABLE => {
+            let db = db_and_rest(ctx, args);
+            let name_d = arg_datum(ctx, args, 0)?;
+            let name = string(&name_d)?;
+            super::types::check_name(name, "Table")?;
+            if let Some(mode) = opt.datum("read_mode")? {
+                let m = string(&mode)?;
+                if !matches!(m, "single" | "majority" | "outdated") {
+                    return Err(logic(format!(
+                        "Read mode `{m}` unrecognized (options are \"majority\", \"single\", and \"outdated\")."
+                    )));
+                }
+            }
+            if let Some(f) = opt.datum("identifier_format")? {
+                let m = string(&f)?;
+                if !matches!(m, "name" | "uuid") {
+                    return Err(logic(format!(
+                        "Identifier format `{m}` unrecognized (options are \"name\" and \"uuid\")."
+                    )));
+                }
+            }
+            let st = store(ctx)?;
+            if db == SYSTEM_DB {
+                return Err(op_failed(format!("Table `{db}.{name}` does not exist.")));
+            }
+            let info = st.table(&db, name)?;
+            Val::Table(Rc::new(TableRef { info, store: st }))
+        }
+        tt::GET => {
+            let t = expect_table(&args[0], 0)?;
+            let key = arg_datum(ctx, args, 1)?;
+            let doc = t.store.get_doc(&t.info, &key)?;
+            Val::Single(t, doc.unwrap_or(Datum::Null), key)
+        }
+        tt::GET_ALL => get_all(ctx, args, opt)?,
+        tt::BETWEEN => between(ctx, args, opt)?,
+        tt::INSERT => insert(ctx, args, opt)?,
+        tt::UPDATE | tt::REPLACE | tt::DELETE => modify(ctx, ty, args, opt)?,
+        tt::FOR_EACH => for_each(ctx, args)?,
+        tt::EQ_JOIN if matches!(args.get(2), Some(Val::Table(_))) => eq_join(ctx, args, opt)?,
+        tt::TYPE_OF if type_name(&args[0]).is_some() => {
+            Val::Datum(Datum::str(type_name(&args[0]).expect("checked")))
+        }
+        tt::INFO => match &args[0] {
+            Val::Table(t) => Val::Datum(super::admin::table_info(t)),
+            Val::Single(..) => return Ok(None),
+            _ => return Ok(None),
+        },
+        tt::FILTER | tt::LIMIT | tt::SKIP | tt::SLICE | tt::NTH | tt::BRACKET | tt::SAMPLE
+            if selection_of(&args[0]).is_some() =>
+        {
+            let t = selection_of(&args[0]).expect("checked");
+            if ty == tt::BRACKET && !matches!(args.get(1), Some(Val::Datum(Datum::Num(_)))) {
+                return Ok(None);
+            }
+            let plain_args: Vec<Val> = args.drain(..).map(plain).collect();
+            let r = super::apply_plain(ctx, ty, plain_args, opt)?;
+            match r {
+                Val::Stream(mut s) => {
+                    s.sel = Some(Selection {
+                        table: t,
+                        kind: "SELECTION<STREAM>",
+                        bounds: None,
+                    });
+                    Val::Stream(s)
+                }
+                Val::Datum(d @ Datum::Object(_)) if matches!(ty, tt::NTH | tt::BRACKET) => {
+                    let pk = pk_of(&t.info, &d).unwrap_or(Datum::Null);
+                    Val::Single(t, d, pk)
+                }
+                other => other,
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(v))
+}
+
+/// A table or table slice that `order_by(index=...)` can scan in index order.
+pub fn slice_of(v: &Val) -> Option<(Rc<TableRef>, KeyRange)> {
+    match v {
+        Val::Table(t) => Some((t.clone(), table_bounds(&t.info))),
+        Val::Stream(s) => {
+            let sel = s.sel.as_ref()?;
+            Some((sel.table.clone(), sel.bounds.clone()?))
+        }
+        _ => None,
+    }
+}
+
+/// `order_by(index=...)` on a table or slice: a scan in index order, streamed.
+pub fn order_by_index(
+    ctx: &Rc<Ctx>,
+    env: &super::Env,
+    (t, (lo, hi)): (Rc<TableRef>, KeyRange),
+    index: &Rc<crate::term::Term>,
+) -> Result<Val> {
+    let (desc, name_term) = match &**index {
+        crate::term::Term::Op(o) if o.ty == tt::DESC || o.ty == tt::ASC => {
+            (o.ty == tt::DESC, o.args[0].clone())
+        }
+        _ => (false, index.clone()),
+    };
+    let name = super::eval(ctx, env, &name_term)
+        .and_then(|v| v.into_datum(ctx))
+        .map_err(|e| e.with_frame(Frame::Opt("index".into())))?;
+    check_index(&t, Some(name))?;
+    Ok(Val::Stream(scan_stream(&t, lo, hi, desc, "TABLE_SLICE")))
+}
+
+fn pk_of(t: &TableInfo, doc: &Datum) -> Option<Datum> {
+    match doc {
+        Datum::Object(o) => o.get(&t.primary_key).cloned(),
+        _ => None,
+    }
+}
+
+fn check_index(t: &TableRef, index: Option<Datum>) -> Result<()> {
+    if let Some(ix) = index {
+        let name = string(&ix)?;
+        if name != t.info.primary_key {
+            return Err(op_failed(format!(
+                "Index `{name}` was not found on table `{}`.",
+                t.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn get_all(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
+    let t = expect_table(&args[0], 0)?;
+    check_index(&t, opt.datum("index")?)?;
+    let mut docs = Vec::new();
+    for i in 1..args.len() {
+        let key = arg_datum(ctx, args, i)?;
+        if let Some(d) = t.store.get_doc(&t.info, &key)? {
+            docs.push(d);
+        }
+    }
+    let mut s = Stream::from_vec(docs);
+    s.sel = Some(Selection {
+        table: t,
+        kind: "SELECTION<STREAM>",
+        bounds: None,
+    });
+    Ok(Val::Stream(s))
+}
+
+fn bound_kind(opt: &Optargs, key: &str, default_open: bool) -> Result<bool> {
+    match opt.datum(key)? {
+        None => Ok(default_open),
+        Some(d) => match string(&d)? {
+            "open" => Ok(true),
+            "closed" => Ok(false),
+            other => Err(logic(format!(
+                "Expected `open` or `closed` for optarg `{key}` (got `{other}`)."
+            ))),
+        },
+    }
+}
+
+fn between(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
+    let t = match &args[0] {
+        Val::Table(t) => t.clone(),
+        other => {
+            return Err(logic(format!(
+                "Expected type TABLE_SLICE but found {}:",
+                super::types::type_of(other)
+            )))
+        }
+    };
+    let left_open = bound_kind(opt, "left_bound", false)?;
+    let right_open = bound_kind(opt, "right_bound", true)?;
+    let lo_d = arg_datum(ctx, args, 1)?;
+    let hi_d = arg_datum(ctx, args, 2)?;
+    for b in [&lo_d, &hi_d] {
+        if *b == Datum::Null {
+            return Err(logic(
+                "Cannot use `null` in BETWEEN, use `r.minval` or `r.maxval` to denote unboundedness.",
+            ));
+        }
+    }
+    check_index(&t, opt.datum("index")?)?;
+    let (tlo, thi) = table_bounds(&t.info);
+    let key = |d: &Datum| {
+        let mut k = t.info.key_prefix();
+        crate::keycode::encode_into(&mut k, d);
+        k
+    };
+    let lo = match &lo_d {
+        Datum::MinVal => tlo,
+        d if left_open => Bound::Excluded(key(d)),
+        d => Bound::Included(key(d)),
+    };
+    let hi = match &hi_d {
+        Datum::MaxVal => thi,
+        d if right_open => Bound::Excluded(key(d)),
+        d => Bound::Included(key(d)),
+    };
+    let empty = match (&lo, &hi) {
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+            a > b
+                || (a == b
+                    && !(matches!(lo, Bound::Included(_)) && matches!(hi, Bound::Included(_))))
+        }
+        _ => false,
+    };
+    if empty {
+        let mut s = Stream::from_vec(Vec::new());
+        s.sel = Some(Selection {
+            table: t,
+            kind: "TABLE_SLICE",
+            bounds: None,
+        });
+        return Ok(Val::Stream(s));
+    }
+    Ok(Val::Stream(scan_stream(&t, lo, hi, false, "TABLE_SLICE")))
+}
+
+/// Rows from an `insert` argument: one object, an array or a stream of them.
+fn insert_rows(ctx: &Rc<Ctx>, v: Val) -> Result<Box<dyn Iterator<Item = Result<Datum>>>> {
+    match plain(v) {
+        Val::Datum(d @ Datum::Object(_)) => Ok(Box::new(std::iter::once(Ok(d)))),
+        other => {
+            let seq = super::seq::SeqIn::from_val(ctx, other)?;
+            let mut s = seq.into_stream();
+            if s.infinite {
+                return Err(logic(
+                    "Cannot use an infinite stream with an aggregation function (`reduce`, `count`, etc.) or coerce it to an array.",
+                ));
+            }
+            Ok(Box::new(std::iter::from_fn(move || {
+                s.next_datum().transpose()
+            })))
+        }
+    }
+}
+
+enum Conflict {
+    Error,
+    Replace,
+    Update,
+    Func(Callable),
+}
+
+fn insert(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
+    let t = expect_table(&args[0], 0)?;
+    if t.info.db == SYSTEM_DB {
+        return Err(op_failed("System tables cannot be written by this server."));
+    }
+    let rc = ReturnChanges::parse(opt.datum("return_changes")?)?;
+    let hard = durability(opt, &t.info)?;
+    let conflict = match opt.get("conflict")? {
+        None => Conflict::Error,
+        Some(Val::Func(f)) => {
+            if !matches!(f.arity(), 0 | 3) {
+                return Err(logic(
+                    "The conflict function passed to `insert` should expect 3 arguments.",
+                ));
+            }
+            if !super::deterministic(&f.body) {
+                return Err(logic(
+                    "The conflict function passed to `insert` must be deterministic.",
+                ));
+            }
+            Conflict::Func(Callable::Func(f))
+        }
+        Some(v) => {
+            let d = v.into_datum(ctx)?;
+            match string(&d)? {
+                "error" => Conflict::Error,
+                "replace" => Conflict::Replace,
+                "update" => Conflict::Update,
+                other => {
+                    return Err(logic(format!(
+                        "Conflict option `{other}` unrecognized (options are \"error\", \"replace\" and \"update\")."
+                    )))
+                }
+            }
+        }
+    };
+    let rows = insert_rows(
+        ctx,
+        std::mem::replace(&mut args[1], Val::Datum(Datum::Null)),
+    )?;
+    let mut stats = WriteStats::new(rc);
+    let pkey = t.info.primary_key.clone();
+    let mut batch: Vec<Datum> = Vec::new();
+    let mut rows = rows.peekable();
+    while rows.peek().is_some() {
+        batch.clear();
+        while batch.len() < WRITE_BATCH_ROWS {
+            match rows.next() {
+                None => break,
+                Some(r) => batch.push(r?),
+            }
+        }
+        let mut jobs = Vec::with_capacity(batch.len());
+        for doc in batch.iter_mut() {
+            let pk = match doc {
+                Datum::Object(o) => match o.get(&pkey) {
+                    Some(pk) => pk.clone(),
+                    None => {
+                        let id = Datum::str(uuid::Uuid::new_v4().to_string());
+                        Arc::make_mut(o).insert(pkey.clone(), id.clone());
+                        stats.generated_keys.push(id.clone());
+                        id
+                    }
+                },
+                _ => Datum::Null,
+            };
+            jobs.push(RowJob { pk, known: None });
+        }
+        let docs = &batch;
+        let mut f = |i: usize, old: &Datum| -> Result<Datum> {
+            let new = docs[i].clone();
+            if *old == Datum::Null {
+                return Ok(new);
+            }
+            match &conflict {
+                Conflict::Error => Err(op_failed(format!(
+                    "Duplicate primary key `{pkey}`:\n{}\n{}",
+                    crate::json::pretty(old),
+                    crate::json::pretty(&new)
+                ))),
+                Conflict::Replace => Ok(new),
+                Conflict::Update => Ok(super::object::merge(old, &new)),
+                Conflict::Func(c) => {
+                    c.call_datum(ctx, &[Datum::str(pkey.as_str()), old.clone(), new])
+                }
+            }
+        };
+        // Rows that are not objects fail one by one, as in RethinkDB.
+        replace_rows(&t, jobs, &mut f, hard, rc, &mut stats)?;
+    }
+    Ok(Val::Datum(stats.to_datum()))
+}
+
+fn modify(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> Result<Val> {
+    let rc = ReturnChanges::parse(opt.datum("return_changes")?)?;
+    let non_atomic = match opt.datum("non_atomic")? {
+        None => false,
+        Some(d) => boolean(&d)?,
+    };
+    let f: Option<Callable> = if ty == tt::DELETE {
+        None
+    } else {
+        let v = std::mem::replace(&mut args[1], Val::Datum(Datum::Null));
+        if let Val::Func(func) = &v {
+            if !non_atomic && !super::deterministic(&func.body) {
+                return Err(logic(
+                    "Could not prove argument deterministic.  Maybe you want to use the non_atomic flag?",
+                ));
+            }
+        }
+        Some(v.into_callable())
+    };
+    let target = std::mem::replace(&mut args[0], Val::Datum(Datum::Null));
+    let t = match &target {
+        Val::Single(t, ..) => t.clone(),
+        other => match selection_of(other) {
+            Some(t) => t,
+            None => {
+                let what = super::types::type_of(other);
+                return Err(logic(format!("Expected type SELECTION but found {what}:")));
+            }
+        },
+    };
+    if t.info.db == SYSTEM_DB {
+        return Err(op_failed("System tables cannot be written by this server."));
+    }
+    let hard = durability(opt, &t.info)?;
+    let mut stats = WriteStats::new(rc);
+    let apply_batch = |rows: Vec<(Datum, Datum)>, stats: &mut WriteStats| -> Result<()> {
+        let mut jobs = Vec::with_capacity(rows.len());
+        for (pk, d) in rows {
+            let known = match d {
+                Datum::Null => Some(None),
+                d => Some(Some(crate::store::encode_doc(&d)?)),
+            };
+            jobs.push(RowJob { pk, known });
+        }
+        let mut g = |_: usize, old: &Datum| -> Result<Datum> {
+            match (&f, ty) {
+                (None, _) => Ok(Datum::Null),
+                (Some(c), tt::UPDATE) => {
+                    if *old == Datum::Null {
+                        return Ok(Datum::Null);
+                    }
+                    let patch = match c {
+                        Callable::Func(func) => {
+                            super::call_func_with(ctx, func, std::slice::from_ref(old), true)?
+                                .into_datum(ctx)?
+                        }
+                        other => other.call_datum(ctx, std::slice::from_ref(old))?,
+                    };
+                    update_row(old, patch)
+                }
+                (Some(c), _) => c.call_datum(ctx, std::slice::from_ref(old)),
+            }
+        };
+        replace_rows(&t, jobs, &mut g, hard, rc, stats)
+    };
+    match target {
+        Val::Single(_, d, pk) => apply_batch(vec![(pk, d)], &mut stats)?,
+        other => {
+            let mut s = match plain(other) {
+                Val::Stream(s) => s,
+                _ => unreachable!("selections are streams"),
+            };
+            let mut batch = Vec::new();
+            loop {
+                let next = s.next_datum()?;
+                let end = next.is_none();
+                if let Some(d) = next {
+                    let pk = pk_of(&t.info, &d).unwrap_or(Datum::Null);
+                    batch.push((pk, d));
+                }
+                if batch.len() >= WRITE_BATCH_ROWS || (end && !batch.is_empty()) {
+                    apply_batch(std::mem::take(&mut batch), &mut stats)?;
+                }
+                if end {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(Val::Datum(stats.to_datum()))
+}
+
+fn for_each(ctx: &Rc<Ctx>, args: &mut [Val]) -> Result<Val> {
+    let seq = super::seq::SeqIn::from_val(
+        ctx,
+        plain(std::mem::replace(&mut args[0], Val::Datum(Datum::Null))),
+    )?;
+    let f = std::mem::replace(&mut args[1], Val::Datum(Datum::Null)).into_callable();
+    let mut s = seq.into_stream();
+    let mut stats = WriteStats::default();
+    let fail = || logic("FOR_EACH expects one or more basic write queries.");
+    while let Some(d) = s.next_datum()? {
+        let r = f.call(ctx, &[d])?;
+        match r {
+            Val::Datum(Datum::Array(a)) => {
+                for x in a.iter() {
+                    stats.merge_datum(x).map_err(|_| fail())?;
+                }
+            }
+            Val::Datum(d @ Datum::Object(_)) => stats.merge_datum(&d).map_err(|_| fail())?,
+            _ => return Err(fail()),
+        }
+    }
+    Ok(Val::Datum(stats.to_datum()))
+}
+
+fn eq_join(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
+    let t = expect_table(&args[2], 2)?;
+    check_index(&t, opt.datum("index")?)?;
+    // The output follows the left sequence's order, so `ordered` holds either way.
+    if let Some(d) = opt.datum("ordered")? {
+        boolean(&d)?;
+    }
+    let key_fn = match std::mem::replace(&mut args[1], Val::Datum(Datum::Null)) {
+        Val::Func(f) => Callable::Func(f),
+        Val::Datum(d) => Callable::Field(d),
+        other => Callable::Const(Datum::str(other.type_name())),
+    };
+    let seq = super::seq::SeqIn::from_val(
+        ctx,
+        plain(std::mem::replace(&mut args[0], Val::Datum(Datum::Null))),
+    )?;
+    let is_array = seq.is_array();
+    let ctx2 = ctx.clone();
+    let s = seq.into_stream().filter_map(move |left| {
+        let key = match key_fn.call_datum(&ctx2, std::slice::from_ref(&left)) {
+            Ok(k) => k,
+            Err(e) if e.kind == ErrorKind::NonExistence => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if crate::store::check_primary_key(&key).is_err() {
+            return Ok(None);
+        }
+        match t.store.get_doc(&t.info, &key)? {
+            None => Ok(None),
+            Some(right) => {
+                let mut o = Object::new();
+                o.insert("left".into(), left);
+                o.insert("right".into(), right);
+                Ok(Some(Datum::object(o)))
+            }
+        }
+    });
+    super::seq::finish(ctx, s, is_array)
+}

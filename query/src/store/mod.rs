@@ -1,0 +1,442 @@
+//! The table store: documents and the catalog on the per-core engine shards.
+//!
+//! Every core owns one shard. A document lives on the shard picked by a hash of its
+//! encoded primary key; requests for another core's shard travel over a channel and are
+//! served there, so no shard is ever touched by two threads. The evaluator is
+//! synchronous and runs on a fiber (`rdb_io::fiber`): each storage call here suspends
+//! the query until its future completes, while the core serves other work.
+
+pub mod catalog;
+pub mod scan;
+pub mod shard;
+
+use crate::codec;
+use crate::datum::Datum;
+use crate::error::{internal, logic, ErrorKind, ReqlError, Result};
+use catalog::{Catalog, DbInfo, TableInfo, CATALOG_PREFIX};
+use rdb_io::fiber;
+pub use shard::{CasOp, CasOutcome, Cond, LocalShard, Request, Rows, ScanReq, ShardOps};
+use std::ops::Bound;
+use std::rc::Rc;
+use std::sync::{Arc, RwLock};
+
+/// Longest primary key, in encoded bytes (RethinkDB: 127 characters).
+pub const PRIMARY_KEY_BYTES_MAX: usize = 127;
+
+/// The catalog every core shares; changes are rare and short.
+pub type SharedCatalog = Arc<RwLock<Catalog>>;
+
+/// A primary-key range of storage keys.
+pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+pub fn new_catalog() -> SharedCatalog {
+    Arc::new(RwLock::new(Catalog {
+        next_key_id: 1,
+        ..Catalog::default()
+    }))
+}
+
+/// One core's handle on every shard.
+pub struct Store {
+    here: usize,
+    local: Rc<dyn ShardOps>,
+    /// Request channels of every core, by shard number (ours included, unused).
+    peers: Vec<flume::Sender<Request>>,
+    catalog: SharedCatalog,
+    /// This server's name, as table configs and statuses report it.
+    pub server_name: String,
+}
+
+fn gone() -> ReqlError {
+    ReqlError::new(
+        ErrorKind::OpIndeterminate,
+        "The shard serving this request stopped.",
+    )
+}
+
+fn op_failed(msg: String) -> ReqlError {
+    ReqlError::new(ErrorKind::OpFailed, msg)
+}
+
+async fn ask<T>(
+    tx: &flume::Sender<Request>,
+    make: impl FnOnce(flume::Sender<Result<T>>) -> Request,
+) -> Result<T> {
+    let (rtx, rrx) = flume::bounded(1);
+    tx.send(make(rtx)).map_err(|_| gone())?;
+    rrx.recv_async().await.map_err(|_| gone())?
+}
+
+impl Store {
+    pub fn new(
+        here: usize,
+        local: Rc<dyn ShardOps>,
+        peers: Vec<flume::Sender<Request>>,
+        catalog: SharedCatalog,
+        server_name: String,
+    ) -> Rc<Store> {
+        assert!(here < peers.len(), "core {here} has no shard");
+        Rc::new(Store {
+            here,
+            local,
+            peers,
+            catalog,
+            server_name,
+        })
+    }
+
+    pub fn shards(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// The shard that owns a document key (a hash of the encoded primary key).
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        let pk = key.get(9..).unwrap_or(key);
+        (crc32c::crc32c(pk) as usize) % self.peers.len()
+    }
+
+    // ---- raw shard calls (suspend the calling fiber) ----
+
+    pub fn get_raw(self: &Rc<Self>, shard: usize, key: Vec<u8>) -> Result<Option<Vec<u8>>> {
+        if shard == self.here {
+            return fiber::block_on(self.local.clone().get(key));
+        }
+        let tx = self.peers[shard].clone();
+        fiber::block_on(async move { ask(&tx, |r| Request::Get(key, r)).await })
+    }
+
+    /// Scans several shards at once; results in the order of `shards`.
+    pub fn scan_raw(self: &Rc<Self>, reqs: Vec<(usize, ScanReq)>) -> Result<Vec<Rows>> {
+        let futs: Vec<shard::LocalFuture<Result<Rows>>> = reqs
+            .into_iter()
+            .map(|(s, r)| -> shard::LocalFuture<Result<Rows>> {
+                if s == self.here {
+                    self.local.clone().scan(r)
+                } else {
+                    let tx = self.peers[s].clone();
+                    Box::pin(async move { ask(&tx, |x| Request::Scan(r, x)).await })
+                }
+            })
+            .collect();
+        fiber::block_on(rdb_io::poll_all(futs))
+            .into_iter()
+            .collect()
+    }
+
+    /// Conditional writes on several shards at once; outcomes in input order.
+    pub fn write_raw(self: &Rc<Self>, ops: Vec<CasOp>, hard: bool) -> Result<Vec<CasOutcome>> {
+        let n = self.shards();
+        let mut per: Vec<(Vec<usize>, Vec<CasOp>)> = (0..n).map(|_| (vec![], vec![])).collect();
+        for (i, op) in ops.into_iter().enumerate() {
+            let s = if op.key.first() == Some(&CATALOG_PREFIX) {
+                0
+            } else {
+                self.shard_of(&op.key)
+            };
+            per[s].0.push(i);
+            per[s].1.push(op);
+        }
+        let mut slots = Vec::new();
+        let mut futs: Vec<shard::LocalFuture<Result<Vec<CasOutcome>>>> = Vec::new();
+        let mut total = 0;
+        for (s, (idx, ops)) in per.into_iter().enumerate() {
+            if ops.is_empty() {
+                continue;
+            }
+            total += idx.len();
+            slots.push(idx);
+            if s == self.here {
+                futs.push(self.local.clone().write(ops, hard));
+            } else {
+                let tx = self.peers[s].clone();
+                futs.push(Box::pin(async move {
+                    ask(&tx, |r| Request::Write(ops, hard, r)).await
+                }));
+            }
+        }
+        let results = fiber::block_on(rdb_io::poll_all(futs));
+        let mut out: Vec<Option<CasOutcome>> = vec![None; total];
+        for (idx, r) in slots.into_iter().zip(results) {
+            let r = r?;
+            assert_eq!(r.len(), idx.len(), "a shard answers every write");
+            for (i, o) in idx.into_iter().zip(r) {
+                out[i] = Some(o);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.expect("every write has an outcome"))
+            .collect())
+    }
+
+    /// Makes soft-durability writes on every shard durable.
+    pub fn sync_all(self: &Rc<Self>) -> Result<()> {
+        let futs: Vec<shard::LocalFuture<Result<()>>> = (0..self.shards())
+            .map(|s| -> shard::LocalFuture<Result<()>> {
+                if s == self.here {
+                    self.local.clone().sync()
+                } else {
+                    let tx = self.peers[s].clone();
+                    Box::pin(async move { ask(&tx, Request::Sync).await })
+                }
+            })
+            .collect();
+        for r in fiber::block_on(rdb_io::poll_all(futs)) {
+            r?;
+        }
+        Ok(())
+    }
+
+    // ---- catalog ----
+
+    /// Reads the catalog from shard 0 (call on core 0 before serving queries).
+    pub async fn load_catalog(local: Rc<dyn ShardOps>, catalog: &SharedCatalog) -> Result<()> {
+        let rows = local
+            .clone()
+            .scan(ScanReq {
+                lo: Bound::Included(vec![CATALOG_PREFIX]),
+                hi: Bound::Excluded(vec![CATALOG_PREFIX + 1]),
+                reverse: false,
+                limit: usize::MAX,
+            })
+            .await?;
+        let mut c = Catalog::load(&rows)?;
+        let fresh = rows.is_empty();
+        if fresh {
+            // A new server starts with database `test`, as RethinkDB does.
+            let db = DbInfo {
+                id: uuid::Uuid::new_v4().to_string(),
+                name: "test".into(),
+            };
+            let op = CasOp {
+                key: catalog::db_key("test"),
+                cond: Cond::Absent,
+                new: Some(db.encode()),
+            };
+            let _ = local.write(vec![op], true).await?;
+            c.dbs.insert("test".into(), db);
+        }
+        *catalog.write().expect("catalog lock") = c;
+        Ok(())
+    }
+
+    pub fn catalog(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().expect("catalog lock")
+    }
+
+    pub fn db(&self, name: &str) -> Result<DbInfo> {
+        self.catalog()
+            .dbs
+            .get(name)
+            .cloned()
+            .ok_or_else(|| op_failed(format!("Database `{name}` does not exist.")))
+    }
+
+    pub fn table(&self, db: &str, name: &str) -> Result<Arc<TableInfo>> {
+        let c = self.catalog();
+        if !c.dbs.contains_key(db) {
+            return Err(op_failed(format!("Database `{db}` does not exist.")));
+        }
+        c.tables
+            .get(&(db.to_string(), name.to_string()))
+            .cloned()
+            .ok_or_else(|| op_failed(format!("Table `{db}.{name}` does not exist.")))
+    }
+
+    fn persist(self: &Rc<Self>, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<()> {
+        let r = self.write_raw(
+            vec![CasOp {
+                key,
+                cond: Cond::Any,
+                new: value,
+            }],
+            true,
+        )?;
+        debug_assert!(matches!(r[0], CasOutcome::Applied { .. }));
+        Ok(())
+    }
+
+    pub fn db_create(self: &Rc<Self>, name: &str) -> Result<DbInfo> {
+        let db = DbInfo {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_string(),
+        };
+        {
+            let mut c = self.catalog.write().expect("catalog lock");
+            if c.dbs.contains_key(name) {
+                return Err(op_failed(format!("Database `{name}` already exists.")));
+            }
+            c.dbs.insert(name.to_string(), db.clone());
+        }
+        if let Err(e) = self.persist(catalog::db_key(name), Some(db.encode())) {
+            self.catalog.write().expect("catalog lock").dbs.remove(name);
+            return Err(e);
+        }
+        Ok(db)
+    }
+
+    /// Drops a database and its tables; returns them.
+    pub fn db_drop(self: &Rc<Self>, name: &str) -> Result<(DbInfo, Vec<Arc<TableInfo>>)> {
+        let (db, tables) = {
+            let mut c = self.catalog.write().expect("catalog lock");
+            let db = c
+                .dbs
+                .remove(name)
+                .ok_or_else(|| op_failed(format!("Database `{name}` does not exist.")))?;
+            let keys: Vec<_> = c
+                .tables
+                .keys()
+                .filter(|(d, _)| d == name)
+                .cloned()
+                .collect();
+            let tables: Vec<_> = keys
+                .into_iter()
+                .filter_map(|k| c.tables.remove(&k))
+                .collect();
+            (db, tables)
+        };
+        for t in &tables {
+            self.persist(catalog::table_key(&t.db, &t.name), None)?;
+            self.delete_table_data(t)?;
+        }
+        self.persist(catalog::db_key(name), None)?;
+        Ok((db, tables))
+    }
+
+    pub fn table_create(
+        self: &Rc<Self>,
+        db: &str,
+        name: &str,
+        primary_key: &str,
+        durability_hard: bool,
+    ) -> Result<Arc<TableInfo>> {
+        let t = {
+            let mut c = self.catalog.write().expect("catalog lock");
+            let Some(dbi) = c.dbs.get(db).cloned() else {
+                return Err(op_failed(format!("Database `{db}` does not exist.")));
+            };
+            let k = (db.to_string(), name.to_string());
+            if c.tables.contains_key(&k) {
+                return Err(op_failed(format!("Table `{db}.{name}` already exists.")));
+            }
+            let t = Arc::new(TableInfo {
+                id: uuid::Uuid::new_v4().to_string(),
+                db: db.to_string(),
+                db_id: dbi.id,
+                name: name.to_string(),
+                key_id: c.next_key_id,
+                primary_key: primary_key.to_string(),
+                durability_hard,
+            });
+            c.next_key_id += 1;
+            c.tables.insert(k, t.clone());
+            t
+        };
+        if let Err(e) = self.persist(catalog::table_key(db, name), Some(t.encode())) {
+            let mut c = self.catalog.write().expect("catalog lock");
+            c.tables.remove(&(db.to_string(), name.to_string()));
+            return Err(e);
+        }
+        Ok(t)
+    }
+
+    pub fn table_drop(self: &Rc<Self>, db: &str, name: &str) -> Result<Arc<TableInfo>> {
+        let t = {
+            let mut c = self.catalog.write().expect("catalog lock");
+            if !c.dbs.contains_key(db) {
+                return Err(op_failed(format!("Database `{db}` does not exist.")));
+            }
+            c.tables
+                .remove(&(db.to_string(), name.to_string()))
+                .ok_or_else(|| op_failed(format!("Table `{db}.{name}` does not exist.")))?
+        };
+        self.persist(catalog::table_key(db, name), None)?;
+        self.delete_table_data(&t)?;
+        Ok(t)
+    }
+
+    /// Removes every document of a dropped table, batch by batch on every shard.
+    fn delete_table_data(self: &Rc<Self>, t: &TableInfo) -> Result<()> {
+        let prefix = t.key_prefix();
+        let mut hi = prefix.clone();
+        hi.push(0xff);
+        for s in 0..self.shards() {
+            loop {
+                let rows = self.scan_raw(vec![(
+                    s,
+                    ScanReq {
+                        lo: Bound::Included(prefix.clone()),
+                        hi: Bound::Included(hi.clone()),
+                        reverse: false,
+                        limit: 4096,
+                    },
+                )])?;
+                let rows = rows.into_iter().next().unwrap_or_default();
+                if rows.is_empty() {
+                    break;
+                }
+                let ops = rows
+                    .into_iter()
+                    .map(|(key, _)| CasOp {
+                        key,
+                        cond: Cond::Any,
+                        new: None,
+                    })
+                    .collect();
+                self.write_raw(ops, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- documents ----
+
+    /// The storage key of a document: table prefix + order-preserving primary key.
+    pub fn doc_key(t: &TableInfo, pk: &Datum) -> Result<Vec<u8>> {
+        check_primary_key(pk)?;
+        let mut k = t.key_prefix();
+        crate::keycode::encode_into(&mut k, pk);
+        if k.len() - 9 > PRIMARY_KEY_BYTES_MAX {
+            return Err(logic(format!(
+                "Primary key too long (max {} characters): {}",
+                PRIMARY_KEY_BYTES_MAX - 1,
+                crate::json::to_json(pk)
+            )));
+        }
+        Ok(k)
+    }
+
+    pub fn get_doc(self: &Rc<Self>, t: &TableInfo, pk: &Datum) -> Result<Option<Datum>> {
+        let key = Self::doc_key(t, pk)?;
+        let shard = self.shard_of(&key);
+        match self.get_raw(shard, key)? {
+            None => Ok(None),
+            Some(b) => decode_doc(&b).map(Some),
+        }
+    }
+}
+
+pub fn decode_doc(b: &[u8]) -> Result<Datum> {
+    codec::decode(b).map_err(|e| internal(format!("Corrupt document in storage: {}", e.0)))
+}
+
+pub fn encode_doc(d: &Datum) -> Result<Vec<u8>> {
+    codec::encode(d).map_err(|e| logic(format!("Cannot store document: {}", e.0)))
+}
+
+/// RethinkDB's rule for what may be a primary key.
+pub fn check_primary_key(pk: &Datum) -> Result<()> {
+    let ok = match pk {
+        Datum::Null | Datum::MinVal | Datum::MaxVal => false,
+        Datum::Object(_) => pk.is_ptype(),
+        _ => true,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(logic(format!(
+        "Primary keys must be either a number, string, bool, pseudotype or array (got type {}):\n{}",
+        pk.type_name(),
+        crate::json::trunc_pretty(pk)
+    )))
+}

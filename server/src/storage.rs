@@ -1,0 +1,115 @@
+//! Opens this server's storage: one engine shard per core, the channels between cores,
+//! and the catalog (loaded by core 0 before any core serves a query).
+
+use rdb_engine::{Shard, ShardOptions};
+use rdb_io::fs::DmaFs;
+use rdb_query::store::{self, LocalShard, Request, ShardOps, SharedCatalog, Store};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+
+/// Documents are placed by hashing over the shard count, so it is fixed when the data
+/// directory is created; later starts use the recorded count whatever `--cores` says.
+pub fn shard_count(dir: &Path, cores: usize) -> Result<usize, String> {
+    let p = dir.join("shards");
+    match std::fs::read_to_string(&p) {
+        Ok(s) => s
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=256).contains(n))
+            .ok_or_else(|| format!("{} is corrupt: {s:?}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = dir.join("shards.tmp");
+            std::fs::write(&tmp, cores.to_string())
+                .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+                .and_then(|_| std::fs::rename(&tmp, &p))
+                .and_then(|_| std::fs::File::open(dir)?.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+            Ok(cores)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+    }
+}
+
+/// What the cores share while starting: request channels, the catalog, a rendezvous.
+pub struct Wiring {
+    dir: PathBuf,
+    server_name: String,
+    senders: Vec<flume::Sender<Request>>,
+    receivers: Mutex<Vec<Option<flume::Receiver<Request>>>>,
+    catalog: SharedCatalog,
+    started: Barrier,
+    failed: AtomicBool,
+}
+
+impl Wiring {
+    pub fn new(dir: &Path, shards: usize, server_name: &str) -> Arc<Wiring> {
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..shards).map(|_| flume::unbounded()).unzip();
+        Arc::new(Wiring {
+            dir: dir.to_path_buf(),
+            server_name: server_name.to_string(),
+            senders,
+            receivers: Mutex::new(receivers.into_iter().map(Some).collect()),
+            catalog: store::new_catalog(),
+            started: Barrier::new(shards),
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Opens core `core`'s shard and returns its store handle, once every core has
+    /// opened its own and the catalog is loaded. `None` if any core failed.
+    pub async fn open_core(&self, core: usize) -> Option<(Rc<Store>, Rc<LocalShard<DmaFs>>)> {
+        let opened = self.open_shard(core).await;
+        let local = match opened {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(core, "cannot open storage: {e}");
+                self.failed.store(true, Ordering::SeqCst);
+                None
+            }
+        };
+        if let (0, Some(l)) = (core, &local) {
+            let ops: Rc<dyn ShardOps> = l.clone();
+            if let Err(e) = Store::load_catalog(ops, &self.catalog).await {
+                tracing::error!("cannot load the catalog: {}", e.msg);
+                self.failed.store(true, Ordering::SeqCst);
+            }
+        }
+        // Every core waits here (briefly, before serving) so no query sees a half-open
+        // server.
+        self.started.wait();
+        let local = local.filter(|_| !self.failed())?;
+        let rx = self.receivers.lock().expect("wiring lock")[core]
+            .take()
+            .expect("each core takes its receiver once");
+        rdb_io::spawn_local(local.clone().serve(rx));
+        let ops: Rc<dyn ShardOps> = local.clone();
+        let store = Store::new(
+            core,
+            ops,
+            self.senders.clone(),
+            self.catalog.clone(),
+            self.server_name.clone(),
+        );
+        Some((store, local))
+    }
+
+    async fn open_shard(&self, core: usize) -> Result<Rc<LocalShard<DmaFs>>, String> {
+        let dir = self.dir.join(format!("shard-{core}"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let fs = DmaFs::new(&dir)
+            .await
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let shard = Shard::open(fs, &dir, ShardOptions::default())
+            .await
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(LocalShard::new(shard))
+    }
+}
