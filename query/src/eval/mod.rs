@@ -303,11 +303,68 @@ pub fn grouped_to_datum(g: &Grouped) -> Datum {
 /// Checks a parsed query before evaluation: every term known, arities and optional
 /// arguments right, variables bound, `r.row` used only where it means one thing.
 pub fn check(t: &Term) -> Result<()> {
-    check_at(t, &mut Vec::new(), 0)
+    check_at(t, &mut Vec::new(), 0, true)
 }
 
-fn check_at(t: &Term, scope: &mut Vec<i64>, implicit_depth: u32) -> Result<()> {
+/// Writes and catalog changes (RethinkDB's list).
+fn is_write_or_meta(ty: u32) -> bool {
+    matches!(
+        ty,
+        tt::UPDATE
+            | tt::DELETE
+            | tt::INSERT
+            | tt::REPLACE
+            | tt::DB_CREATE
+            | tt::DB_DROP
+            | tt::TABLE_CREATE
+            | tt::TABLE_DROP
+            | tt::WAIT
+            | tt::RECONFIGURE
+            | tt::REBALANCE
+            | tt::SYNC
+            | tt::GRANT
+            | tt::SET_WRITE_HOOK
+            | tt::GET_WRITE_HOOK
+            | tt::INDEX_CREATE
+            | tt::INDEX_DROP
+            | tt::INDEX_WAIT
+            | tt::INDEX_RENAME
+    )
+}
+
+/// Terms whose arguments after the first may not write (they run per element).
+fn forbids_writes(ty: u32) -> bool {
+    matches!(
+        ty,
+        tt::REDUCE
+            | tt::MAP
+            | tt::FOLD
+            | tt::FILTER
+            | tt::CONCAT_MAP
+            | tt::GROUP
+            | tt::INNER_JOIN
+            | tt::OUTER_JOIN
+            | tt::EQ_JOIN
+            | tt::UPDATE
+            | tt::DELETE
+            | tt::REPLACE
+            | tt::INSERT
+            | tt::COUNT
+            | tt::SUM
+            | tt::AVG
+            | tt::MIN
+            | tt::MAX
+    )
+}
+
+fn check_at(t: &Term, scope: &mut Vec<i64>, implicit_depth: u32, writes_ok: bool) -> Result<()> {
     let Term::Op(op) = t else { return Ok(()) };
+    if !writes_ok && is_write_or_meta(op.ty) {
+        return Err(crate::error::compile(
+            "Cannot nest writes or meta ops in stream operations.  Use FOR_EACH instead.",
+        ));
+    }
+    let child_ok = |zeroth: bool| writes_ok && (zeroth || !forbids_writes(op.ty));
     match op.ty {
         tt::VAR => {
             let id = var_id(op)?;
@@ -335,13 +392,14 @@ fn check_at(t: &Term, scope: &mut Vec<i64>, implicit_depth: u32) -> Result<()> {
             } else {
                 implicit_depth
             };
-            let r = check_at(&op.args[1], scope, depth).map_err(|e| e.with_frame(Frame::Pos(1)));
+            let r = check_at(&op.args[1], scope, depth, child_ok(false))
+                .map_err(|e| e.with_frame(Frame::Pos(1)));
             scope.truncate(n);
             return r;
         }
         tt::MAKE_OBJ => {
             for (k, v) in &op.optargs {
-                check_at(v, scope, implicit_depth)
+                check_at(v, scope, implicit_depth, child_ok(false))
                     .map_err(|e| e.with_frame(Frame::Opt(k.clone())))?;
             }
             return Ok(());
@@ -371,10 +429,12 @@ fn check_at(t: &Term, scope: &mut Vec<i64>, implicit_depth: u32) -> Result<()> {
                     .with_frame(Frame::Opt(k.clone())),
             );
         }
-        check_at(v, scope, implicit_depth).map_err(|e| e.with_frame(Frame::Opt(k.clone())))?;
+        check_at(v, scope, implicit_depth, child_ok(false))
+            .map_err(|e| e.with_frame(Frame::Opt(k.clone())))?;
     }
     for (i, a) in op.args.iter().enumerate() {
-        check_at(a, scope, implicit_depth).map_err(|e| e.with_frame(Frame::Pos(i)))?;
+        check_at(a, scope, implicit_depth, child_ok(i == 0))
+            .map_err(|e| e.with_frame(Frame::Pos(i)))?;
     }
     Ok(())
 }
@@ -486,15 +546,6 @@ pub fn eval(ctx: &Rc<Ctx>, env: &Env, t: &Rc<Term>) -> Result<Val> {
                 .first()
                 .ok_or_else(|| logic("ORDER_BY needs a sequence."))?;
             let seq = eval(ctx, &env, first).map_err(|e| e.with_frame(Frame::Pos(0)))?;
-            let index = op
-                .optargs
-                .iter()
-                .find(|(k, _)| k == "index")
-                .map(|(_, t)| t);
-            if let (Some(ix), Some(sel)) = (index, table::slice_of(&seq)) {
-                return table::order_by_index(ctx, &env, sel, ix);
-            }
-            let seq = table::plain(seq);
             let mut keys = Vec::with_capacity(op.args.len().saturating_sub(1));
             for (i, a) in op.args.iter().enumerate().skip(1) {
                 let (desc, t) = match &**a {
@@ -508,10 +559,15 @@ pub fn eval(ctx: &Rc<Ctx>, env: &Env, t: &Rc<Term>) -> Result<Val> {
                     eval(ctx, &env, t).map_err(|e| e.with_frame(Frame::Pos(i)))?,
                 ));
             }
-            if keys.is_empty() {
+            let index = op
+                .optargs
+                .iter()
+                .find(|(k, _)| k == "index")
+                .map(|(_, t)| t);
+            if keys.is_empty() && index.is_none() {
                 return Err(logic("Must specify something to order by."));
             }
-            seq::order_by(ctx, seq, keys, &Optargs { ctx, env: &env, op })
+            table::order_by(ctx, &env, seq, keys, index)
         }
         tt::BRANCH | tt::OR | tt::AND | tt::DEFAULT | tt::FUNCALL => {
             control::eval_lazy(ctx, env, op)
@@ -524,7 +580,54 @@ pub fn eval(ctx: &Rc<Ctx>, env: &Env, t: &Rc<Term>) -> Result<Val> {
             } else {
                 env.with_literal_ok(false)
             };
-            let args = if op.ty == tt::MERGE {
+            if matches!(op.ty, tt::UPDATE | tt::REPLACE)
+                && op.args.len() >= 2
+                && !deterministic(&op.args[1])
+            {
+                let optargs = Optargs {
+                    ctx,
+                    env: &plain,
+                    op,
+                };
+                let non_atomic = match optargs.datum("non_atomic")? {
+                    None => false,
+                    Some(d) => boolean(&d)?,
+                };
+                if !non_atomic {
+                    return Err(logic(
+                        "Could not prove argument deterministic.  Maybe you want to use the non_atomic flag?",
+                    ));
+                }
+            }
+            if matches!(op.ty, tt::INSERT | tt::UPDATE | tt::REPLACE | tt::DELETE)
+                && op.optargs.iter().any(|(k, _)| k == "return_vals")
+            {
+                return Err(logic(
+                    "Error: encountered obsolete optarg `return_vals`.  Use `return_changes` instead.",
+                ));
+            }
+            if matches!(op.ty, tt::UPDATE | tt::REPLACE)
+                && op.args.len() == 2
+                && op.args[1].ty() != tt::FUNC
+                && op.args[1].ty() != tt::ARGS
+            {
+                // A value argument is evaluated per row, as RethinkDB rewrites it into a
+                // function: its errors count against the row, not the query.
+                let sel =
+                    eval(ctx, &plain, &op.args[0]).map_err(|e| e.with_frame(Frame::Pos(0)))?;
+                let f = Val::Func(Rc::new(Func {
+                    params: Vec::new(),
+                    body: op.args[1].clone(),
+                    env: env.with_literal_ok(op.ty == tt::UPDATE),
+                }));
+                let optargs = Optargs {
+                    ctx,
+                    env: &plain,
+                    op,
+                };
+                return apply(ctx, op.ty, vec![sel, f], &optargs);
+            }
+            let args = if matches!(op.ty, tt::MERGE | tt::UPDATE) {
                 let lit = env.with_literal_ok(true);
                 eval_args_with(ctx, &plain, &lit, op)?
             } else {
@@ -565,10 +668,30 @@ fn apply_grouped(
     optargs: &Optargs,
 ) -> Result<Val> {
     let rest: Vec<Val> = args.drain(1..).collect();
+    // sum/avg/min/max by field name skip rows without the field, and a group left
+    // with no rows disappears (RethinkDB filters before it reduces).
+    let by_field = match (op.ty, rest.first()) {
+        (tt::SUM | tt::AVG | tt::MIN | tt::MAX, Some(Val::Datum(Datum::Str(f)))) => Some(f.clone()),
+        _ => None,
+    };
     let mut out = Vec::with_capacity(groups.len());
     for (k, v) in groups.iter() {
         let mut a = Vec::with_capacity(rest.len() + 1);
-        a.push(Val::Datum(v.clone()));
+        let v = match (&by_field, v) {
+            (Some(f), Datum::Array(rows)) => {
+                let kept: Vec<Datum> = rows
+                    .iter()
+                    .filter(|r| r.get_field(f).is_some())
+                    .cloned()
+                    .collect();
+                if kept.is_empty() {
+                    continue;
+                }
+                Datum::array(kept)
+            }
+            _ => v.clone(),
+        };
+        a.push(Val::Datum(v));
         for r in &rest {
             a.push(match r {
                 Val::Datum(d) => Val::Datum(d.clone()),

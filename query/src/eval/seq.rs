@@ -29,6 +29,8 @@ pub struct Selection {
     pub kind: &'static str,
     /// For table slices: the primary-key range scanned.
     pub bounds: Option<crate::store::KeyRange>,
+    /// Already ordered by an index (a second indexed order_by is an error).
+    pub sorted: bool,
 }
 
 impl Stream {
@@ -41,6 +43,15 @@ impl Stream {
     }
     pub fn from_vec(v: Vec<Datum>) -> Stream {
         Stream::new(Box::new(v.into_iter().map(Ok)), false)
+    }
+
+    /// Every element, without the array limit (for streams already held in memory).
+    pub fn drain_all(mut self) -> Result<Vec<Datum>> {
+        let mut out = Vec::new();
+        while let Some(d) = self.next_datum()? {
+            out.push(d);
+        }
+        Ok(out)
     }
 
     /// The next element, or `None` at the end.
@@ -308,9 +319,13 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
                     _ => Callable::Eq(arg_datum(ctx, &args, 1)?),
                 };
                 let mut n = 0usize;
+                // count(f) is filter(f).count(): rows lacking a field do not count.
                 for d in seq.terminal_iter()? {
-                    if pred.call_predicate(ctx, &d?)? {
-                        n += 1;
+                    match pred.call_filter(ctx, &d?) {
+                        Ok(true) => n += 1,
+                        Ok(false) => {}
+                        Err(e) if e.kind == ErrorKind::NonExistence => {}
+                        Err(e) => return Err(e),
                     }
                 }
                 return Ok(Val::Datum(Datum::Num(n as f64)));
@@ -859,22 +874,12 @@ struct SortKey {
 }
 
 /// `order_by` with its keys already evaluated: (descending, key) pairs.
-pub fn order_by(
-    ctx: &Rc<Ctx>,
-    first: Val,
-    raw_keys: Vec<(bool, Val)>,
-    opt: &Optargs,
-) -> Result<Val> {
-    if opt.has("index") {
-        return Err(logic(
-            "Cannot use an index with order_by on a non-table sequence.",
-        ));
-    }
+pub fn order_by(ctx: &Rc<Ctx>, first: Val, raw_keys: Vec<(bool, Val)>) -> Result<Val> {
     if let Val::Grouped(g) = &first {
         let mut out = Vec::with_capacity(g.len());
         for (k, v) in g.iter() {
             let ks = raw_keys.iter().map(|(d, v)| (*d, v.share())).collect();
-            let r = order_by(ctx, Val::Datum(v.clone()), ks, opt)?.into_datum(ctx)?;
+            let r = order_by(ctx, Val::Datum(v.clone()), ks)?.into_datum(ctx)?;
             out.push((k.clone(), r));
         }
         return Ok(Val::Grouped(Rc::new(out)));
@@ -936,7 +941,7 @@ pub fn order_by(
     }
 }
 
-fn group(ctx: &Rc<Ctx>, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
+fn group(ctx: &Rc<Ctx>, args: Vec<Val>, opt: &Optargs) -> Result<Val> {
     if opt.has("index") {
         return Err(logic("Cannot group by an index on a non-table sequence."));
     }
@@ -944,6 +949,11 @@ fn group(ctx: &Rc<Ctx>, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
         None => false,
         Some(d) => super::boolean(&d)?,
     };
+    group_by(ctx, args, multi)
+}
+
+/// Groups `args[0]` by the key functions or field names in `args[1..]`.
+pub fn group_by(ctx: &Rc<Ctx>, mut args: Vec<Val>, multi: bool) -> Result<Val> {
     let mut keys = Vec::new();
     for i in 1..args.len() {
         keys.push(field_or_func(ctx, &mut args, i)?);
@@ -963,19 +973,40 @@ fn group(ctx: &Rc<Ctx>, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
                 Err(e) => return Err(e),
             });
         }
+        if multi {
+            // Each array-valued key stands for each of its elements (a cross product
+            // when several keys are arrays).
+            let mut combos: Vec<Vec<Datum>> = vec![Vec::new()];
+            for k in ks {
+                let choices: Vec<Datum> = match k {
+                    Datum::Array(items) => items.iter().cloned().collect(),
+                    other => vec![other],
+                };
+                let mut next = Vec::with_capacity(combos.len() * choices.len());
+                for c in &combos {
+                    for ch in &choices {
+                        let mut c2 = c.clone();
+                        c2.push(ch.clone());
+                        next.push(c2);
+                    }
+                }
+                combos = next;
+            }
+            for mut c in combos {
+                let key = if c.len() == 1 {
+                    c.pop().unwrap_or(Datum::Null)
+                } else {
+                    Datum::array(c)
+                };
+                groups.entry(key).or_default().push(d.clone());
+            }
+            continue;
+        }
         let key = if ks.len() == 1 {
             ks.pop().unwrap_or(Datum::Null)
         } else {
             Datum::array(ks)
         };
-        if multi {
-            if let Datum::Array(items) = &key {
-                for k in items.iter() {
-                    groups.entry(k.clone()).or_default().push(d.clone());
-                }
-                continue;
-            }
-        }
         groups.entry(key).or_default().push(d);
     }
     let g: Grouped = groups

@@ -78,6 +78,7 @@ pub fn scan_stream(
         table: t.clone(),
         kind,
         bounds,
+        sorted: false,
     });
     s
 }
@@ -105,6 +106,13 @@ pub fn plain(v: Val) -> Val {
     match v {
         Val::Table(t) => Val::Stream(table_stream(&t)),
         Val::Single(_, d, _) => Val::Datum(d),
+        // A sorted selection is an array held in memory: it acts as one.
+        Val::Stream(s) if s.sel.as_ref().is_some_and(|x| x.kind == "SELECTION<ARRAY>") => {
+            match s.drain_all() {
+                Ok(v) => Val::Datum(Datum::array(v)),
+                Err(_) => unreachable!("in-memory streams cannot fail"),
+            }
+        }
         other => other,
     }
 }
@@ -220,6 +228,44 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
         tt::UPDATE | tt::REPLACE | tt::DELETE => modify(ctx, ty, args, opt)?,
         tt::FOR_EACH => for_each(ctx, args)?,
         tt::EQ_JOIN if matches!(args.get(2), Some(Val::Table(_))) => eq_join(ctx, args, opt)?,
+        tt::MIN | tt::MAX if args.len() == 1 && matches!(args[0], Val::Table(_)) => {
+            let t = expect_table(&args[0], 0)?;
+            check_index(&t, opt.datum("index")?)?;
+            // Without a field or function, a table's extreme is by primary key.
+            let (lo, hi) = table_bounds(&t.info);
+            let mut s = scan_stream(&t, lo, hi, ty == tt::MAX, "TABLE_SLICE");
+            match s.next_datum()? {
+                Some(d) => {
+                    let pk = pk_of(&t.info, &d).unwrap_or(Datum::Null);
+                    Val::Single(t, d, pk)
+                }
+                None => {
+                    let name = if ty == tt::MIN { "min" } else { "max" };
+                    return Err(ReqlError::new(
+                        ErrorKind::NonExistence,
+                        format!("Cannot take the {name} of an empty stream.  (If you passed `{name}` a field name, it may be that no elements of the stream had that field.)"),
+                    ));
+                }
+            }
+        }
+        tt::DISTINCT if matches!(args[0], Val::Table(_)) && opt.has("index") => {
+            let t = expect_table(&args[0], 0)?;
+            check_index(&t, opt.datum("index")?)?;
+            let pkey = t.info.primary_key.clone();
+            let s = table_stream(&t).map(move |d| super::object::get_field(&d, &pkey));
+            Val::Stream(s)
+        }
+        tt::GROUP if matches!(args[0], Val::Table(_)) && opt.has("index") => {
+            let t = expect_table(&args[0], 0)?;
+            check_index(&t, opt.datum("index")?)?;
+            let multi = match opt.datum("multi")? {
+                None => false,
+                Some(d) => boolean(&d)?,
+            };
+            let mut a: Vec<Val> = args.drain(..).map(plain).collect();
+            a.push(Val::Datum(Datum::str(t.info.primary_key.as_str())));
+            super::seq::group_by(ctx, a, multi)?
+        }
         tt::TYPE_OF if type_name(&args[0]).is_some() => {
             Val::Datum(Datum::str(type_name(&args[0]).expect("checked")))
         }
@@ -243,6 +289,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
                         table: t,
                         kind: "SELECTION<STREAM>",
                         bounds: None,
+                        sorted: false,
                     });
                     Val::Stream(s)
                 }
@@ -270,13 +317,37 @@ pub fn slice_of(v: &Val) -> Option<(Rc<TableRef>, KeyRange)> {
     }
 }
 
-/// `order_by(index=...)` on a table or slice: a scan in index order, streamed.
-pub fn order_by_index(
+const INDEXED_ORDER_BY_NEEDS_TABLE: &str = "Indexed order_by can only be performed on a TABLE or TABLE_SLICE. Make sure order_by comes before any transformations (such as map) or filters.";
+
+/// `order_by` where tables are involved: with `index`, a scan in index order (streamed;
+/// further keys sort it stably in memory); without, an in-memory sort that stays a
+/// selection (`SELECTION<ARRAY>`) so writes can follow. `None`: not a table matter.
+pub fn order_by(
     ctx: &Rc<Ctx>,
     env: &super::Env,
-    (t, (lo, hi)): (Rc<TableRef>, KeyRange),
-    index: &Rc<crate::term::Term>,
+    seq: Val,
+    keys: Vec<(bool, Val)>,
+    index: Option<&Rc<crate::term::Term>>,
 ) -> Result<Val> {
+    let Some(index) = index else {
+        let sel = selection_of(&seq);
+        let r = super::seq::order_by(ctx, plain(seq), keys)?;
+        return Ok(match (sel, r) {
+            (Some(t), Val::Stream(s)) => as_array_selection(t, s.drain_all()?),
+            (Some(t), Val::Datum(Datum::Array(a))) => as_array_selection(t, a.to_vec()),
+            (_, r) => r,
+        });
+    };
+    if let Val::Stream(s) = &seq {
+        if s.sel.as_ref().is_some_and(|x| x.sorted) {
+            return Err(logic(
+                "Cannot perform multiple indexed ORDER_BYs on the same table.",
+            ));
+        }
+    }
+    let Some((t, (lo, hi))) = slice_of(&seq) else {
+        return Err(logic(INDEXED_ORDER_BY_NEEDS_TABLE));
+    };
     let (desc, name_term) = match &**index {
         crate::term::Term::Op(o) if o.ty == tt::DESC || o.ty == tt::ASC => {
             (o.ty == tt::DESC, o.args[0].clone())
@@ -287,7 +358,30 @@ pub fn order_by_index(
         .and_then(|v| v.into_datum(ctx))
         .map_err(|e| e.with_frame(Frame::Opt("index".into())))?;
     check_index(&t, Some(name))?;
-    Ok(Val::Stream(scan_stream(&t, lo, hi, desc, "TABLE_SLICE")))
+    let mut s = scan_stream(&t, lo, hi, desc, "TABLE_SLICE");
+    if let Some(sel) = s.sel.as_mut() {
+        sel.sorted = true;
+    }
+    if keys.is_empty() {
+        return Ok(Val::Stream(s));
+    }
+    let rows = s.collect_all(ctx)?;
+    let sorted = super::seq::order_by(ctx, Val::Datum(Datum::array(rows)), keys)?;
+    match sorted {
+        Val::Datum(Datum::Array(a)) => Ok(as_array_selection(t, a.to_vec())),
+        other => Ok(other),
+    }
+}
+
+fn as_array_selection(t: Rc<TableRef>, rows: Vec<Datum>) -> Val {
+    let mut s = Stream::from_vec(rows);
+    s.sel = Some(Selection {
+        table: t,
+        kind: "SELECTION<ARRAY>",
+        bounds: None,
+        sorted: false,
+    });
+    Val::Stream(s)
 }
 
 fn pk_of(t: &TableInfo, doc: &Datum) -> Option<Datum> {
@@ -325,6 +419,7 @@ fn get_all(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
         table: t,
         kind: "SELECTION<STREAM>",
         bounds: None,
+        sorted: false,
     });
     Ok(Val::Stream(s))
 }
@@ -345,6 +440,10 @@ fn bound_kind(opt: &Optargs, key: &str, default_open: bool) -> Result<bool> {
 fn between(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
     let t = match &args[0] {
         Val::Table(t) => t.clone(),
+        Val::Datum(_) => return Err(logic("Expected type TABLE_SLICE but found DATUM:")),
+        Val::Stream(s) if s.sel.is_some() => {
+            return Err(logic("Expected type TABLE_SLICE but found SELECTION:"))
+        }
         other => {
             return Err(logic(format!(
                 "Expected type TABLE_SLICE but found {}:",
@@ -394,6 +493,7 @@ fn between(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
             table: t,
             kind: "TABLE_SLICE",
             bounds: None,
+            sorted: false,
         });
         return Ok(Val::Stream(s));
     }
@@ -528,15 +628,9 @@ fn modify(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> Result<Val
     let f: Option<Callable> = if ty == tt::DELETE {
         None
     } else {
-        let v = std::mem::replace(&mut args[1], Val::Datum(Datum::Null));
-        if let Val::Func(func) = &v {
-            if !non_atomic && !super::deterministic(&func.body) {
-                return Err(logic(
-                    "Could not prove argument deterministic.  Maybe you want to use the non_atomic flag?",
-                ));
-            }
-        }
-        Some(v.into_callable())
+        // Determinism was checked on the argument's term before it was evaluated.
+        let _ = non_atomic;
+        Some(std::mem::replace(&mut args[1], Val::Datum(Datum::Null)).into_callable())
     };
     let target = std::mem::replace(&mut args[0], Val::Datum(Datum::Null));
     let t = match &target {
@@ -544,7 +638,10 @@ fn modify(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> Result<Val
         other => match selection_of(other) {
             Some(t) => t,
             None => {
-                let what = super::types::type_of(other);
+                let what = match other {
+                    Val::Datum(_) => "DATUM".to_string(),
+                    other => super::types::type_of(other),
+                };
                 return Err(logic(format!("Expected type SELECTION but found {what}:")));
             }
         },
@@ -629,6 +726,12 @@ fn for_each(ctx: &Rc<Ctx>, args: &mut [Val]) -> Result<Val> {
                 }
             }
             Val::Datum(d @ Datum::Object(_)) => stats.merge_datum(&d).map_err(|_| fail())?,
+            Val::Datum(d) => {
+                return Err(logic(format!(
+                    "FOR_EACH expects one or more basic write queries.  Expected type ARRAY but found {}.",
+                    d.type_name()
+                )))
+            }
             _ => return Err(fail()),
         }
     }

@@ -163,6 +163,17 @@ fn has_extrema(d: &Datum) -> bool {
     }
 }
 
+/// Longest array a stored document may hold (RethinkDB's on-disk limit).
+const STORED_ARRAY_MAX: usize = 100_000;
+
+fn has_huge_array(d: &Datum) -> bool {
+    match d {
+        Datum::Array(a) => a.len() > STORED_ARRAY_MAX || a.iter().any(has_huge_array),
+        Datum::Object(o) => o.values().any(has_huge_array),
+        _ => false,
+    }
+}
+
 /// RethinkDB's checks on a replacement row.
 fn check_replacement(pkey: &str, pk: &Datum, old: &Datum, new: &Datum) -> Result<()> {
     match new {
@@ -195,6 +206,11 @@ fn check_replacement(pkey: &str, pk: &Datum, old: &Datum, new: &Datum) -> Result
                         pretty(new)
                     ),
                 }));
+            }
+            if has_huge_array(new) {
+                return Err(logic(
+                    "Array too large for disk writes (limit 100,000 elements).",
+                ));
             }
             if has_extrema(new) {
                 return Err(logic(
@@ -231,6 +247,11 @@ pub fn replace_rows(
         match Store::doc_key(&t.info, &j.pk) {
             Ok(k) => keys.push(Some(k)),
             Err(e) => {
+                // RethinkDB rejects bad keys before the write reaches storage, so their
+                // message wins `first_error` over conflicts found in storage.
+                if stats.first_error.is_none() {
+                    stats.first_error = Some(e.msg.clone());
+                }
                 results[keys.len()] = Some(RowResult::Failed(Datum::Null, None, e.msg));
                 keys.push(None);
             }
@@ -347,12 +368,11 @@ fn record(stats: &mut WriteStats, r: RowResult, rc: ReturnChanges) {
                 stats.changes.push(pair(old.clone(), old));
             }
         }
-        RowResult::Failed(old, new, msg) => {
+        RowResult::Failed(old, _new, msg) => {
             if rc == ReturnChanges::Always {
                 let mut o = Object::new();
                 o.insert("old_val".into(), old.clone());
                 o.insert("new_val".into(), old.clone());
-                o.insert("fake_new_val".into(), new.unwrap_or(old));
                 o.insert("error".into(), Datum::str(msg.as_str()));
                 stats.changes.push(Datum::object(o));
             }

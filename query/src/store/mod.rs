@@ -20,8 +20,21 @@ use std::ops::Bound;
 use std::rc::Rc;
 use std::sync::{Arc, RwLock};
 
-/// Longest primary key, in encoded bytes (RethinkDB: 127 characters).
-pub const PRIMARY_KEY_BYTES_MAX: usize = 127;
+/// Longest primary key in RethinkDB's printed form (type tag + value): 128 bytes, which
+/// its message calls "max 127 characters".
+pub const PRIMARY_KEY_BYTES_MAX: usize = 128;
+
+/// The length of RethinkDB's printed primary key (a tag byte, then the value).
+fn printed_key_len(d: &Datum) -> usize {
+    match d {
+        Datum::Str(s) => 1 + s.len(),
+        Datum::Bool(_) => 2,
+        Datum::Num(_) => 1 + 16 + 1,
+        Datum::Binary(b) => 1 + b.len(),
+        Datum::Array(a) => 1 + a.iter().map(|x| printed_key_len(x) + 1).sum::<usize>(),
+        other => 1 + crate::json::to_json(other).len(),
+    }
+}
 
 /// The catalog every core shares; changes are rare and short.
 pub type SharedCatalog = Arc<RwLock<Catalog>>;
@@ -396,7 +409,7 @@ impl Store {
         check_primary_key(pk)?;
         let mut k = t.key_prefix();
         crate::keycode::encode_into(&mut k, pk);
-        if k.len() - 9 > PRIMARY_KEY_BYTES_MAX {
+        if printed_key_len(pk) > PRIMARY_KEY_BYTES_MAX {
             return Err(logic(format!(
                 "Primary key too long (max {} characters): {}",
                 PRIMARY_KEY_BYTES_MAX - 1,
@@ -432,11 +445,36 @@ pub fn check_primary_key(pk: &Datum) -> Result<()> {
         _ => true,
     };
     if ok {
-        return Ok(());
+        return check_no_nul(pk);
     }
     Err(logic(format!(
         "Primary keys must be either a number, string, bool, pseudotype or array (got type {}):\n{}",
         pk.type_name(),
         crate::json::trunc_pretty(pk)
     )))
+}
+
+/// Primary keys may not contain NUL bytes in strings (RethinkDB's key format forbids
+/// them), also inside arrays.
+fn check_no_nul(d: &Datum) -> Result<()> {
+    match d {
+        Datum::Str(s) => match s.bytes().position(|b| b == 0) {
+            None => Ok(()),
+            Some(at) => {
+                let mut shown = String::new();
+                for b in s.bytes().take(20) {
+                    if b.is_ascii_graphic() || b == b' ' {
+                        shown.push(b as char);
+                    } else {
+                        shown.push_str(&format!("\\x{b:02x}"));
+                    }
+                }
+                Err(logic(format!(
+                    "String \"{shown}\" (truncated) contains NULL byte at offset {at} in index key."
+                )))
+            }
+        },
+        Datum::Array(a) => a.iter().try_for_each(check_no_nul),
+        _ => Ok(()),
+    }
 }
