@@ -60,6 +60,20 @@ fn server_id(dir: &std::path::Path) -> Result<String, String> {
     Ok(id)
 }
 
+/// Binds and listens on `addr` once (SO_REUSEADDR, as the cores will, so connections
+/// left in TIME_WAIT by a previous run do not count as "busy"; no SO_REUSEPORT, so a
+/// server still listening does).
+fn probe_listen(addr: &std::net::SocketAddr) -> std::io::Result<()> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(*addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    s.set_reuse_address(true)?;
+    s.bind(&(*addr).into())?;
+    s.listen(1)
+}
+
 fn run(args: &config::ServeArgs) -> Result<(), String> {
     let cfg = Config::resolve(args)?;
     init_logging(&cfg)?;
@@ -77,11 +91,19 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
             cfg.cores
         );
     }
-    let wiring = storage::Wiring::new(&cfg.directory, shards, &cfg.server_name);
+    let wiring = storage::Wiring::new(
+        &cfg.directory,
+        shards,
+        rdb_query::store::ServerIdentity {
+            id: info.id.clone(),
+            name: cfg.server_name.clone(),
+            driver_port: cfg.driver_port,
+        },
+    );
 
     // Bind once up front so a busy port is reported clearly before any core starts.
     for a in &addrs {
-        std::net::TcpListener::bind(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;
+        probe_listen(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;
     }
 
     let shutdown = Arc::new(AtomicBool::new(false));

@@ -3,7 +3,7 @@
 
 use rdb_engine::{Shard, ShardOptions};
 use rdb_io::fs::DmaFs;
-use rdb_query::store::{self, LocalShard, Request, ShardOps, SharedCatalog, Store};
+use rdb_query::store::{self, LocalShard, Request, ServerIdentity, ShardOps, SharedCatalog, Store};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +36,7 @@ pub fn shard_count(dir: &Path, cores: usize) -> Result<usize, String> {
 /// What the cores share while starting: request channels, the catalog, a rendezvous.
 pub struct Wiring {
     dir: PathBuf,
-    server_name: String,
+    identity: ServerIdentity,
     senders: Vec<flume::Sender<Request>>,
     receivers: Mutex<Vec<Option<flume::Receiver<Request>>>>,
     catalog: SharedCatalog,
@@ -45,12 +45,12 @@ pub struct Wiring {
 }
 
 impl Wiring {
-    pub fn new(dir: &Path, shards: usize, server_name: &str) -> Arc<Wiring> {
+    pub fn new(dir: &Path, shards: usize, identity: ServerIdentity) -> Arc<Wiring> {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..shards).map(|_| flume::unbounded()).unzip();
         Arc::new(Wiring {
             dir: dir.to_path_buf(),
-            server_name: server_name.to_string(),
+            identity,
             senders,
             receivers: Mutex::new(receivers.into_iter().map(Some).collect()),
             catalog: store::new_catalog(),
@@ -96,7 +96,7 @@ impl Wiring {
             ops,
             self.senders.clone(),
             self.catalog.clone(),
-            self.server_name.clone(),
+            self.identity.clone(),
         );
         Some((store, local))
     }

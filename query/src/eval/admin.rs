@@ -254,13 +254,25 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
 pub fn apply_table(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> Result<Option<Val>> {
     let st = store(ctx)?;
     let v = match (ty, args.first()) {
-        (tt::CONFIG, Some(Val::Table(t))) => table_config(&st, &t.info),
+        (tt::CONFIG, Some(Val::Table(t))) if t.system.is_none() => {
+            // A single selection of the table's `table_config` row: updates write back.
+            let sys = super::system::table(st.clone(), "table_config")?;
+            let row = table_config(&st, &t.info);
+            let id = Datum::str(t.info.id.as_str());
+            return Ok(Some(Val::Single(sys, row, id)));
+        }
         (tt::STATUS, Some(Val::Table(t))) => table_status(&st, &t.info),
         (tt::CONFIG, Some(Val::Db(name))) => {
             if &**name == SYSTEM_DB {
                 return Err(special("you can't configure it."));
             }
-            db_config(&st.db(name)?)
+            let sys = super::system::table(st.clone(), "db_config")?;
+            let d = st.db(name)?;
+            return Ok(Some(Val::Single(
+                sys,
+                db_config(&d),
+                Datum::str(d.id.as_str()),
+            )));
         }
         (tt::WAIT, first) => {
             for k in ["wait_for", "timeout"] {

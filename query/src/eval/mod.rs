@@ -246,7 +246,7 @@ impl Val {
             Val::Stream(s) => Ok(Datum::array(s.collect_all(ctx)?)),
             Val::Grouped(g) => Ok(grouped_to_datum(&g)),
             Val::Single(_, d, _) => Ok(d),
-            Val::Table(t) => Ok(Datum::array(table::table_stream(&t).collect_all(ctx)?)),
+            Val::Table(_) => Err(logic("Expected type DATUM but found TABLE:")),
             other => Err(logic(format!(
                 "Expected type DATUM but found {}:\n{}",
                 other.type_name(),
@@ -707,7 +707,12 @@ fn apply_grouped(
                 }
             });
         }
+        let counting_matches = op.ty == tt::COUNT && a.len() == 2;
         let r = apply(ctx, op.ty, a, optargs)?;
+        // count(predicate) filters first: a group with no matching row disappears.
+        if counting_matches && matches!(r, Val::Datum(Datum::Num(n)) if n == 0.0) {
+            continue;
+        }
         let d = match r {
             Val::Grouped(_) => return Err(logic("Cannot nest grouped data.")),
             other => other.into_datum(ctx)?,
@@ -834,6 +839,9 @@ pub fn arg_datum(_ctx: &Ctx, args: &[Val], i: usize) -> Result<Datum> {
     match &args[i] {
         Val::Datum(d) | Val::Single(_, d, _) => Ok(d.clone()),
         Val::Grouped(g) => Ok(grouped_to_datum(g)),
+        Val::Stream(s) if s.sel.as_ref().is_some_and(|x| x.kind == "TABLE") => {
+            Err(logic("Expected type DATUM but found TABLE:"))
+        }
         Val::Stream(_) => Err(logic("Expected type DATUM but found SEQUENCE.")),
         other => Err(logic(format!(
             "Expected type DATUM but found {}:\n{}",

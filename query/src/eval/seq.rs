@@ -979,6 +979,8 @@ pub fn group_by(ctx: &Rc<Ctx>, mut args: Vec<Val>, multi: bool) -> Result<Val> {
             let mut combos: Vec<Vec<Datum>> = vec![Vec::new()];
             for k in ks {
                 let choices: Vec<Datum> = match k {
+                    // An empty array groups the row under null.
+                    Datum::Array(items) if items.is_empty() => vec![Datum::Null],
                     Datum::Array(items) => items.iter().cloned().collect(),
                     other => vec![other],
                 };

@@ -24,6 +24,8 @@ pub const SYSTEM_DB: &str = "rethinkdb";
 pub struct TableRef {
     pub info: Arc<TableInfo>,
     pub store: Rc<Store>,
+    /// Set for the tables of the `rethinkdb` database, which are computed, not stored.
+    pub system: Option<&'static str>,
 }
 
 impl TableRef {
@@ -97,6 +99,19 @@ fn table_bounds(t: &TableInfo) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
 }
 
 pub fn table_stream(t: &Rc<TableRef>) -> Stream {
+    if t.system.is_some() {
+        let mut s = match super::system::rows(t) {
+            Ok(v) => Stream::from_vec(v),
+            Err(e) => Stream::new(Box::new(std::iter::once(Err(e))), false),
+        };
+        s.sel = Some(Selection {
+            table: t.clone(),
+            kind: "TABLE",
+            bounds: None,
+            sorted: false,
+        });
+        return s;
+    }
     let (lo, hi) = table_bounds(&t.info);
     scan_stream(t, lo, hi, false, "TABLE")
 }
@@ -214,12 +229,22 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
                 return Err(op_failed(format!("Table `{db}.{name}` does not exist.")));
             }
             let info = st.table(&db, name)?;
-            Val::Table(Rc::new(TableRef { info, store: st }))
+            Val::Table(Rc::new(TableRef {
+                info,
+                store: st,
+                system: None,
+            }))
         }
         tt::GET => {
             let t = expect_table(&args[0], 0)?;
             let key = arg_datum(ctx, args, 1)?;
-            let doc = t.store.get_doc(&t.info, &key)?;
+            let doc = if t.system.is_some() {
+                super::system::rows(&t)?
+                    .into_iter()
+                    .find(|d| d.get_field("id") == Some(&key))
+            } else {
+                t.store.get_doc(&t.info, &key)?
+            };
             Val::Single(t, doc.unwrap_or(Datum::Null), key)
         }
         tt::GET_ALL => get_all(ctx, args, opt)?,
@@ -266,11 +291,30 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
             a.push(Val::Datum(Datum::str(t.info.primary_key.as_str())));
             super::seq::group_by(ctx, a, multi)?
         }
+        // Grouped streams hold arrays already: coercing them to arrays changes nothing.
+        tt::COERCE_TO
+            if matches!(&args[0], Val::Grouped(g) if g.iter().all(|(_, v)| matches!(v, Datum::Array(_))))
+                && matches!(args.get(1), Some(Val::Datum(Datum::Str(t))) if t.eq_ignore_ascii_case("array")) =>
+        {
+            std::mem::replace(&mut args[0], Val::Datum(Datum::Null))
+        }
         tt::TYPE_OF if type_name(&args[0]).is_some() => {
             Val::Datum(Datum::str(type_name(&args[0]).expect("checked")))
         }
         tt::INFO => match &args[0] {
             Val::Table(t) => Val::Datum(super::admin::table_info(t)),
+            Val::Db(name) => {
+                let id = if &**name == SYSTEM_DB {
+                    super::system::system_db_id()
+                } else {
+                    store(ctx)?.db(name)?.id
+                };
+                let mut o = Object::new();
+                o.insert("type".into(), Datum::str("DB"));
+                o.insert("name".into(), Datum::str(&**name));
+                o.insert("id".into(), Datum::str(id));
+                Val::Datum(Datum::object(o))
+            }
             Val::Single(..) => return Ok(None),
             _ => return Ok(None),
         },
@@ -528,8 +572,10 @@ enum Conflict {
 
 fn insert(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
     let t = expect_table(&args[0], 0)?;
-    if t.info.db == SYSTEM_DB {
-        return Err(op_failed("System tables cannot be written by this server."));
+    if let Some(name) = t.system {
+        return Err(op_failed(format!(
+            "It's illegal to insert new rows into the `{SYSTEM_DB}.{name}` table."
+        )));
     }
     let rc = ReturnChanges::parse(opt.datum("return_changes")?)?;
     let hard = durability(opt, &t.info)?;
@@ -646,12 +692,43 @@ fn modify(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> Result<Val
             }
         },
     };
-    if t.info.db == SYSTEM_DB {
-        return Err(op_failed("System tables cannot be written by this server."));
-    }
     let hard = durability(opt, &t.info)?;
     let mut stats = WriteStats::new(rc);
+    let compute = |old: &Datum| -> Result<Datum> {
+        match (&f, ty) {
+            (None, _) => Ok(Datum::Null),
+            (Some(c), tt::UPDATE) => {
+                if *old == Datum::Null {
+                    return Ok(Datum::Null);
+                }
+                let patch = match c {
+                    Callable::Func(func) => {
+                        super::call_func_with(ctx, func, std::slice::from_ref(old), true)?
+                            .into_datum(ctx)?
+                    }
+                    other => other.call_datum(ctx, std::slice::from_ref(old))?,
+                };
+                update_row(old, patch)
+            }
+            (Some(c), _) => c.call_datum(ctx, std::slice::from_ref(old)),
+        }
+    };
     let apply_batch = |rows: Vec<(Datum, Datum)>, stats: &mut WriteStats| -> Result<()> {
+        if t.system.is_some() {
+            for (_, old) in rows {
+                match compute(&old).and_then(|new| {
+                    if new == old {
+                        return Ok(false);
+                    }
+                    super::system::write_row(&t, &old, &new).map(|_| true)
+                }) {
+                    Ok(true) => stats.bump("replaced"),
+                    Ok(false) => stats.bump("unchanged"),
+                    Err(e) => stats.error(e.msg),
+                }
+            }
+            return Ok(());
+        }
         let mut jobs = Vec::with_capacity(rows.len());
         for (pk, d) in rows {
             let known = match d {
@@ -660,25 +737,7 @@ fn modify(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> Result<Val
             };
             jobs.push(RowJob { pk, known });
         }
-        let mut g = |_: usize, old: &Datum| -> Result<Datum> {
-            match (&f, ty) {
-                (None, _) => Ok(Datum::Null),
-                (Some(c), tt::UPDATE) => {
-                    if *old == Datum::Null {
-                        return Ok(Datum::Null);
-                    }
-                    let patch = match c {
-                        Callable::Func(func) => {
-                            super::call_func_with(ctx, func, std::slice::from_ref(old), true)?
-                                .into_datum(ctx)?
-                        }
-                        other => other.call_datum(ctx, std::slice::from_ref(old))?,
-                    };
-                    update_row(old, patch)
-                }
-                (Some(c), _) => c.call_datum(ctx, std::slice::from_ref(old)),
-            }
-        };
+        let mut g = |_: usize, old: &Datum| compute(old);
         replace_rows(&t, jobs, &mut g, hard, rc, stats)
     };
     match target {

@@ -41,6 +41,8 @@ pub struct WriteStats {
     pub return_changes: bool,
     pub generated_keys: Vec<Datum>,
     pub warnings: Vec<String>,
+    /// Other arrays of merged results (`config_changes` of catalog terms), concatenated.
+    pub arrays: BTreeMap<String, Vec<Datum>>,
 }
 
 pub const COUNTERS: [&str; 6] = [
@@ -86,6 +88,9 @@ impl WriteStats {
                 Datum::array(self.generated_keys.clone()),
             );
         }
+        for (k, v) in &self.arrays {
+            o.insert(k.clone(), Datum::array(v.clone()));
+        }
         if !self.warnings.is_empty() {
             o.insert(
                 "warnings".into(),
@@ -118,6 +123,11 @@ impl WriteStats {
                 ("generated_keys", Datum::Array(a)) => {
                     self.generated_keys.extend(a.iter().cloned())
                 }
+                (k, Datum::Array(a)) if k != "warnings" => self
+                    .arrays
+                    .entry(k.to_string())
+                    .or_default()
+                    .extend(a.iter().cloned()),
                 ("warnings", Datum::Array(a)) => {
                     for w in a.iter() {
                         if let Datum::Str(s) = w {

@@ -58,6 +58,17 @@ pub struct Store {
     catalog: SharedCatalog,
     /// This server's name, as table configs and statuses report it.
     pub server_name: String,
+    pub server_id: String,
+    pub driver_port: u16,
+    pub started_epoch_secs: f64,
+}
+
+/// Who this server is, for the system tables.
+#[derive(Clone, Debug)]
+pub struct ServerIdentity {
+    pub id: String,
+    pub name: String,
+    pub driver_port: u16,
 }
 
 fn gone() -> ReqlError {
@@ -86,15 +97,22 @@ impl Store {
         local: Rc<dyn ShardOps>,
         peers: Vec<flume::Sender<Request>>,
         catalog: SharedCatalog,
-        server_name: String,
+        identity: ServerIdentity,
     ) -> Rc<Store> {
         assert!(here < peers.len(), "core {here} has no shard");
+        let started_epoch_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as f64 / 1000.0)
+            .unwrap_or(0.0);
         Rc::new(Store {
             here,
             local,
             peers,
             catalog,
-            server_name,
+            server_name: identity.name,
+            server_id: identity.id,
+            driver_port: identity.driver_port,
+            started_epoch_secs,
         })
     }
 
@@ -350,6 +368,41 @@ impl Store {
             c.tables.remove(&(db.to_string(), name.to_string()));
             return Err(e);
         }
+        Ok(t)
+    }
+
+    /// Renames a table and/or changes its durability (a `table_config` update).
+    pub fn table_alter(
+        self: &Rc<Self>,
+        db: &str,
+        name: &str,
+        new_name: &str,
+        durability_hard: bool,
+    ) -> Result<Arc<TableInfo>> {
+        let t = {
+            let mut c = self.catalog.write().expect("catalog lock");
+            let old_k = (db.to_string(), name.to_string());
+            let new_k = (db.to_string(), new_name.to_string());
+            let Some(old) = c.tables.get(&old_k).cloned() else {
+                return Err(op_failed(format!("Table `{db}.{name}` does not exist.")));
+            };
+            if name != new_name && c.tables.contains_key(&new_k) {
+                return Err(op_failed(format!(
+                    "Table `{db}.{new_name}` already exists."
+                )));
+            }
+            let mut t = (*old).clone();
+            t.name = new_name.to_string();
+            t.durability_hard = durability_hard;
+            let t = Arc::new(t);
+            c.tables.remove(&old_k);
+            c.tables.insert(new_k, t.clone());
+            t
+        };
+        if name != new_name {
+            self.persist(catalog::table_key(db, name), None)?;
+        }
+        self.persist(catalog::table_key(db, new_name), Some(t.encode()))?;
         Ok(t)
     }
 
