@@ -4,6 +4,7 @@
 
 mod client;
 mod engine;
+mod workload;
 
 use clap::Parser;
 use client::Client;
@@ -42,9 +43,39 @@ struct Opts {
     user: String,
     #[arg(long, default_value = "")]
     password: String,
-    /// Workload: `expr` (the trivial query r.expr(1)).
+    /// Workload: expr (r.expr(1)), load (insert --keys documents, then stop), insert,
+    /// get, update, ycsb-a (50% update), ycsb-b (5% update), ycsb-c (gets), scan
+    /// (filter+count over the table).
     #[arg(long, default_value = "expr")]
     workload: String,
+    #[arg(long, default_value = "test")]
+    db: String,
+    #[arg(long, default_value = "bench")]
+    table: String,
+    /// Size of the key space (documents loaded by `load`, keys read by the others).
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Documents per insert query.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Bytes of padding per document.
+    #[arg(long, default_value_t = 100)]
+    doc_bytes: usize,
+    /// Write durability: hard or soft.
+    #[arg(long, default_value = "hard")]
+    durability: String,
+    /// Key distribution: uniform or zipfian.
+    #[arg(long, default_value = "uniform")]
+    distribution: String,
+    /// Create the database and table first.
+    #[arg(long)]
+    setup: bool,
+    /// Stop after this many measured operations.
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Limit to this many operations per second in total.
+    #[arg(long)]
+    rate: Option<f64>,
     #[arg(long, default_value_t = 4)]
     connections: usize,
     /// Queries in flight per connection.
@@ -63,12 +94,29 @@ struct Opts {
     json: bool,
 }
 
-/// The query body a workload sends.
-fn query_body(workload: &str) -> Result<Vec<u8>, String> {
-    match workload {
-        "expr" => Ok(b"[1,1,{}]".to_vec()),
-        other => Err(format!("unknown workload `{other}` (available: expr)")),
+fn spec(o: &Opts) -> Result<workload::Spec, String> {
+    workload::check(&o.workload)?;
+    if !matches!(o.durability.as_str(), "hard" | "soft") {
+        return Err("--durability is hard or soft".into());
     }
+    let zipfian = match o.distribution.as_str() {
+        "uniform" => false,
+        "zipfian" => true,
+        _ => return Err("--distribution is uniform or zipfian".into()),
+    };
+    if o.batch == 0 {
+        return Err("--batch must be at least 1".into());
+    }
+    Ok(workload::Spec {
+        name: o.workload.clone(),
+        db: o.db.clone(),
+        table: o.table.clone(),
+        keys: o.keys,
+        batch: o.batch,
+        doc_bytes: o.doc_bytes,
+        durability: o.durability.clone(),
+        zipfian,
+    })
 }
 
 /// CPU time (user + system) of a process, in microseconds.
@@ -87,36 +135,79 @@ struct Shared {
     measuring: AtomicBool,
     stop: AtomicBool,
     ops: AtomicU64,
+    /// Documents covered by the measured operations.
+    docs: AtomicU64,
     errors: AtomicU64,
+    first_error: Mutex<Option<String>>,
     hist: Mutex<Histogram<u64>>,
 }
 
-fn run_connection(o: &Opts, body: &[u8], sh: &Shared) -> Result<(), String> {
+fn run_connection(o: &Opts, mut gen: workload::Generator, sh: &Shared) -> Result<(), String> {
     let mut c = Client::connect(&o.host, o.port, &o.user, &o.password)
         .map_err(|e| format!("connect: {e}"))?;
     let mut hist =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let mut sent: HashMap<u64, Instant> = HashMap::with_capacity(o.pipeline * 2);
     let mut next = 1u64;
+    let docs = gen.docs_per_op();
+    // Pacing for --rate: this connection's share, as a time between sends.
+    let interval = o
+        .rate
+        .map(|r| Duration::from_secs_f64(o.connections as f64 / r.max(0.001)));
+    let mut due = Instant::now();
+    let mut send = |c: &mut Client,
+                    sent: &mut HashMap<u64, Instant>,
+                    next: &mut u64|
+     -> Result<bool, String> {
+        let Some(body) = gen.next_query() else {
+            return Ok(false);
+        };
+        if let Some(iv) = interval {
+            let now = Instant::now();
+            if due > now {
+                c.flush().map_err(|e| e.to_string())?;
+                std::thread::sleep(due - now);
+            }
+            due += iv;
+        }
+        c.send(*next, &body).map_err(|e| e.to_string())?;
+        sent.insert(*next, Instant::now());
+        *next += 1;
+        Ok(true)
+    };
     for _ in 0..o.pipeline {
-        c.send(next, body).map_err(|e| e.to_string())?;
-        sent.insert(next, Instant::now());
-        next += 1;
+        if !send(&mut c, &mut sent, &mut next)? {
+            break;
+        }
     }
     c.flush().map_err(|e| e.to_string())?;
-    while !sh.stop.load(Ordering::Relaxed) {
-        let (token, t, _) = c.recv().map_err(|e| format!("recv: {e}"))?;
+    while !sent.is_empty() {
+        let (token, t, body) = c.recv().map_err(|e| format!("recv: {e}"))?;
         let start = sent.remove(&token).ok_or("response for an unknown token")?;
+        // Write results report row errors inside a successful response.
+        let failed = t >= 16 || (t == 1 && has_write_errors(&body));
+        if failed && sh.first_error.lock().map(|e| e.is_none()).unwrap_or(false) {
+            if let Ok(mut e) = sh.first_error.lock() {
+                *e = Some(String::from_utf8_lossy(&body).chars().take(300).collect());
+            }
+        }
         if sh.measuring.load(Ordering::Relaxed) {
             let _ = hist.record(start.elapsed().as_micros().max(1) as u64);
             sh.ops.fetch_add(1, Ordering::Relaxed);
-            if t >= 16 {
+            sh.docs.fetch_add(docs, Ordering::Relaxed);
+            if failed {
                 sh.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        c.send(next, body).map_err(|e| e.to_string())?;
-        sent.insert(next, Instant::now());
-        next += 1;
+        if sh.stop.load(Ordering::Relaxed) {
+            continue;
+        }
+        if let Some(limit) = o.ops {
+            if sh.ops.load(Ordering::Relaxed) + sent.len() as u64 >= limit {
+                continue;
+            }
+        }
+        send(&mut c, &mut sent, &mut next)?;
         // Refill the pipeline with one write per burst of responses.
         if !c.has_buffered() {
             c.flush().map_err(|e| e.to_string())?;
@@ -127,6 +218,30 @@ fn run_connection(o: &Opts, body: &[u8], sh: &Shared) -> Result<(), String> {
         .map_err(|_| "poisoned")?
         .add(&hist)
         .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// True when a write result (`{"t":1,"r":[{...}]}`) counts errors.
+fn has_write_errors(body: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    v["r"][0]["errors"].as_f64().is_some_and(|n| n > 0.0)
+}
+
+/// Runs the setup queries on one connection, ignoring "already exists" errors.
+fn setup(o: &Opts, spec: &workload::Spec) -> Result<(), String> {
+    let mut c = Client::connect(&o.host, o.port, &o.user, &o.password)
+        .map_err(|e| format!("connect: {e}"))?;
+    for (i, q) in workload::setup_queries(spec).into_iter().enumerate() {
+        c.send(i as u64 + 1, &q).map_err(|e| e.to_string())?;
+        c.flush().map_err(|e| e.to_string())?;
+        let (_, t, body) = c.recv().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&body);
+        if t >= 16 && !text.contains("already exists") {
+            return Err(format!("setup failed: {text}"));
+        }
+    }
     Ok(())
 }
 
@@ -143,25 +258,40 @@ fn main() {
 }
 
 fn run(o: &Opts) -> Result<(), String> {
-    let body = query_body(&o.workload)?;
+    let spec = spec(o)?;
+    if o.setup {
+        setup(o, &spec)?;
+    }
+    // A load runs to completion and is measured from its first operation.
+    let bounded = o.workload == "load";
     let sh = Arc::new(Shared {
-        measuring: AtomicBool::new(false),
+        measuring: AtomicBool::new(bounded),
         stop: AtomicBool::new(false),
         ops: AtomicU64::new(0),
+        docs: AtomicU64::new(0),
+        first_error: Mutex::new(None),
         errors: AtomicU64::new(0),
         hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?),
     });
     let mut threads = Vec::new();
-    for _ in 0..o.connections {
-        let (o, body, sh) = (o.clone(), body.clone(), sh.clone());
-        threads.push(std::thread::spawn(move || run_connection(&o, &body, &sh)));
+    let cpu_start = o.server_pid.and_then(process_cpu_us);
+    for conn in 0..o.connections {
+        let gen = workload::Generator::new(&spec, conn, o.connections)?;
+        let (o, sh) = (o.clone(), sh.clone());
+        threads.push(std::thread::spawn(move || run_connection(&o, gen, &sh)));
     }
-    std::thread::sleep(Duration::from_secs_f64(o.warmup));
-    let cpu0 = o.server_pid.and_then(process_cpu_us);
+    if !bounded {
+        std::thread::sleep(Duration::from_secs_f64(o.warmup));
+    }
+    let cpu0 = if bounded {
+        cpu_start
+    } else {
+        o.server_pid.and_then(process_cpu_us)
+    };
     let t0 = Instant::now();
     sh.measuring.store(true, Ordering::Relaxed);
     let tty = std::io::stderr().is_terminal();
-    while t0.elapsed().as_secs_f64() < o.duration {
+    while bounded || t0.elapsed().as_secs_f64() < o.duration {
         std::thread::sleep(Duration::from_millis(250));
         if tty {
             let ops = sh.ops.load(Ordering::Relaxed);
@@ -173,7 +303,13 @@ fn run(o: &Opts) -> Result<(), String> {
             );
             let _ = std::io::stderr().flush();
         }
-        if threads.iter().any(|t| t.is_finished()) {
+        if threads.iter().any(|t| t.is_finished()) && !bounded {
+            break;
+        }
+        if threads.iter().all(|t| t.is_finished()) {
+            break;
+        }
+        if o.ops.is_some_and(|n| sh.ops.load(Ordering::Relaxed) >= n) {
             break;
         }
     }
@@ -188,10 +324,15 @@ fn run(o: &Opts) -> Result<(), String> {
         t.join().map_err(|_| "a connection thread panicked")??;
     }
     let ops = sh.ops.load(Ordering::Relaxed);
+    let docs = sh.docs.load(Ordering::Relaxed);
     let errors = sh.errors.load(Ordering::Relaxed);
     let h = sh.hist.lock().map_err(|_| "poisoned")?;
     let cpu_us_per_op = match (cpu0, cpu1) {
         (Some(a), Some(b)) if ops > 0 => Some((b - a) as f64 / ops as f64),
+        _ => None,
+    };
+    let cpu_us_per_doc = match (cpu0, cpu1) {
+        (Some(a), Some(b)) if docs > 0 => Some((b - a) as f64 / docs as f64),
         _ => None,
     };
     let summary = serde_json::json!({
@@ -202,6 +343,9 @@ fn run(o: &Opts) -> Result<(), String> {
         "ops": ops,
         "errors": errors,
         "ops_per_sec": ops as f64 / secs,
+        "docs": docs,
+        "docs_per_sec": docs as f64 / secs,
+        "server_cpu_us_per_doc": cpu_us_per_doc,
         "latency_us": {
             "p50": h.value_at_quantile(0.5),
             "p90": h.value_at_quantile(0.9),
@@ -232,12 +376,24 @@ fn run(o: &Opts) -> Result<(), String> {
             h.value_at_quantile(0.999),
             h.max()
         );
+        if docs != ops {
+            println!("  {:.0} documents/s", docs as f64 / secs);
+        }
         if let Some(c) = cpu_us_per_op {
             println!("  server CPU: {c:.2} us/op");
         }
+        if let (Some(c), true) = (cpu_us_per_doc, docs != ops) {
+            println!("  server CPU: {c:.3} us/document");
+        }
     }
     if errors > 0 {
-        return Err(format!("{errors} queries failed"));
+        let first = sh
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_default();
+        return Err(format!("{errors} queries failed; first: {first}"));
     }
     Ok(())
 }

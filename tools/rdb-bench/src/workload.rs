@@ -1,0 +1,197 @@
+//! Workloads: the query each operation sends. Table workloads address documents
+//! `{id: <int>, v: <int 0..1000>, pad: <string>}` in `--db`.`--table`; keys are drawn
+//! uniformly or from a zipfian distribution over `--keys`.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+use serde_json::{json, Value};
+
+// ql2 term numbers used here.
+const MAKE_ARRAY: u32 = 2;
+const VAR: u32 = 10;
+const DB: u32 = 14;
+const TABLE: u32 = 15;
+const GET: u32 = 16;
+const LT: u32 = 19;
+const FILTER: u32 = 39;
+const COUNT: u32 = 43;
+const UPDATE: u32 = 53;
+const INSERT: u32 = 56;
+const FUNC: u32 = 69;
+const BRACKET: u32 = 170;
+
+pub const NAMES: &str =
+    "expr, load, insert, get, update, ycsb-a, ycsb-b, ycsb-c, scan (filter+count)";
+
+/// What a workload needs from the command line.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub name: String,
+    pub db: String,
+    pub table: String,
+    pub keys: u64,
+    pub batch: usize,
+    pub doc_bytes: usize,
+    pub durability: String,
+    pub zipfian: bool,
+}
+
+/// Makes one connection's queries.
+pub struct Generator {
+    spec: Spec,
+    rng: SmallRng,
+    zipf: Option<Zipf<f64>>,
+    /// Next key for `load` and `insert` (each connection owns a disjoint range).
+    next_key: u64,
+    key_end: u64,
+    pad: String,
+}
+
+fn table(spec: &Spec) -> Value {
+    json!([TABLE, [[DB, [spec.db]], spec.table]])
+}
+
+fn query(term: Value) -> Vec<u8> {
+    json!([1, term, {}]).to_string().into_bytes()
+}
+
+impl Generator {
+    /// `conn` of `conns`: connections split the key space for loads and inserts.
+    pub fn new(spec: &Spec, conn: usize, conns: usize) -> Result<Generator, String> {
+        let zipf = if spec.zipfian {
+            Some(Zipf::new(spec.keys.max(1), 0.99).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let per = spec.keys.div_ceil(conns as u64);
+        let (next_key, key_end) = if spec.name == "insert" {
+            // Fresh keys above the loaded range, disjoint per connection.
+            let base = spec.keys + (conn as u64) * (1 << 40);
+            (base, base + (1 << 40))
+        } else {
+            let start = per * conn as u64;
+            (start, (start + per).min(spec.keys))
+        };
+        Ok(Generator {
+            spec: spec.clone(),
+            rng: SmallRng::seed_from_u64(0x5eed ^ conn as u64),
+            zipf,
+            next_key,
+            key_end,
+            pad: "x".repeat(spec.doc_bytes),
+        })
+    }
+
+    fn key(&mut self) -> u64 {
+        match &self.zipf {
+            Some(z) => (z.sample(&mut self.rng) as u64).saturating_sub(1),
+            None => self.rng.gen_range(0..self.spec.keys.max(1)),
+        }
+    }
+
+    fn doc(&mut self, id: u64) -> Value {
+        json!({"id": id, "v": self.rng.gen_range(0..1000), "pad": self.pad})
+    }
+
+    fn insert(&mut self) -> Option<Vec<u8>> {
+        let n = (self.key_end - self.next_key).min(self.spec.batch as u64);
+        if n == 0 {
+            return None;
+        }
+        let docs: Vec<Value> = (0..n)
+            .map(|i| {
+                let id = self.next_key + i;
+                self.doc(id)
+            })
+            .collect();
+        self.next_key += n;
+        let arg = if docs.len() == 1 {
+            docs.into_iter().next().expect("one document")
+        } else {
+            json!([MAKE_ARRAY, docs])
+        };
+        Some(query(json!([
+            INSERT,
+            [table(&self.spec), arg],
+            {"durability": self.spec.durability}
+        ])))
+    }
+
+    fn get(&mut self) -> Vec<u8> {
+        let k = self.key();
+        query(json!([GET, [table(&self.spec), k]]))
+    }
+
+    fn update(&mut self) -> Vec<u8> {
+        let k = self.key();
+        let v: u32 = self.rng.gen_range(0..1000);
+        query(json!([
+            UPDATE,
+            [[GET, [table(&self.spec), k]], {"v": v}],
+            {"durability": self.spec.durability}
+        ]))
+    }
+
+    /// The next query, or `None` when a bounded workload (`load`) is done.
+    pub fn next_query(&mut self) -> Option<Vec<u8>> {
+        match self.spec.name.as_str() {
+            "expr" => Some(b"[1,1,{}]".to_vec()),
+            "load" | "insert" => self.insert(),
+            "get" | "ycsb-c" => Some(self.get()),
+            "update" => Some(self.update()),
+            "ycsb-a" | "ycsb-b" => {
+                let update_share = if self.spec.name == "ycsb-a" {
+                    0.5
+                } else {
+                    0.05
+                };
+                if self.rng.gen_bool(update_share) {
+                    Some(self.update())
+                } else {
+                    Some(self.get())
+                }
+            }
+            "scan" => Some(query(json!([
+                COUNT,
+                [[
+                    FILTER,
+                    [
+                        table(&self.spec),
+                        [
+                            FUNC,
+                            [[MAKE_ARRAY, [1]], [LT, [[BRACKET, [[VAR, [1]], "v"]], 500]]]
+                        ]
+                    ]
+                ]]
+            ]))),
+            _ => None,
+        }
+    }
+
+    /// Documents one operation touches (for docs/s of batched inserts and scans).
+    pub fn docs_per_op(&self) -> u64 {
+        match self.spec.name.as_str() {
+            "load" | "insert" => self.spec.batch as u64,
+            "scan" => self.spec.keys,
+            _ => 1,
+        }
+    }
+}
+
+pub fn check(name: &str) -> Result<(), String> {
+    match name {
+        "expr" | "load" | "insert" | "get" | "update" | "ycsb-a" | "ycsb-b" | "ycsb-c" | "scan" => {
+            Ok(())
+        }
+        other => Err(format!("unknown workload `{other}` (available: {NAMES})")),
+    }
+}
+
+/// Queries that create the database and table (errors for existing ones are fine).
+pub fn setup_queries(spec: &Spec) -> Vec<Vec<u8>> {
+    vec![
+        query(json!([57, [spec.db]])),
+        query(json!([60, [[DB, [spec.db]], spec.table]])),
+    ]
+}
