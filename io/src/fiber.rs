@@ -16,8 +16,9 @@ use std::rc::Rc;
 
 /// Stack reserved per fiber; pages are committed only when touched.
 pub const STACK_BYTES: usize = 8 << 20;
-/// Finished stacks kept per thread for reuse.
-const STACK_POOL_MAX: usize = 64;
+/// Finished stacks kept per thread for reuse: enough for every query a busy core runs
+/// at once, so steady load never maps or unmaps a stack.
+const STACK_POOL_MAX: usize = 1024;
 
 type Wait = Pin<Box<dyn Future<Output = ()>>>;
 type FiberYielder = Yielder<(), Wait>;

@@ -1,25 +1,59 @@
 //! Serves one client connection: handshake, then frames until the client leaves.
+//! Queries of one connection run concurrently (each on its own fiber), as RethinkDB
+//! runs them; responses go out as they finish, matched to queries by token.
 
 use crate::frame::{parse_body, parse_header, HEADER_BYTES, QUERY_BYTES_LIMIT};
 use crate::handshake::{handshake, write_refusal, HandshakeError};
 use crate::response;
 use crate::scram::UserStore;
-use crate::session::ServerInfo;
-use crate::session::Session;
-use futures_lite::io::BufReader;
+use crate::session::{noreply_wait_done, Outcome, ServerInfo, Session, Step};
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures_lite::io::{BufReader, ReadHalf};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use rdb_query::store::Store;
 use rdb_query::ErrorKind;
-use std::cell::RefCell;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
 
-/// Responses are written in one go once this many bytes are waiting.
-const PENDING_BYTES_MAX: usize = 256 * 1024;
+/// Queries evaluated at once on one connection; further frames wait to be read.
+const INFLIGHT_MAX: usize = 1024;
+
+/// One frame read from the client.
+enum Frame {
+    Query(u64, Vec<u8>),
+    /// A query too large to read: answered, then the connection ends.
+    TooLarge(u64, u64),
+    Eof,
+}
+
+type Reader<S> = ReadHalf<BufReader<S>>;
+
+/// Reads one frame; owns the reader while it runs, so it is never cut off mid-frame.
+async fn read_frame<S: AsyncRead + AsyncWrite + Unpin + 'static>(
+    mut r: Reader<S>,
+) -> (Reader<S>, io::Result<Frame>) {
+    let mut header = [0u8; HEADER_BYTES];
+    match r.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return (r, Ok(Frame::Eof)),
+        Err(e) => return (r, Err(e)),
+    }
+    let h = parse_header(&header);
+    if h.len >= QUERY_BYTES_LIMIT {
+        return (r, Ok(Frame::TooLarge(h.token, u64::from(h.len))));
+    }
+    let mut body = vec![0u8; h.len as usize];
+    let res = r.read_exact(&mut body).await;
+    (r, res.map(|_| Frame::Query(h.token, body)))
+}
+
+type Task = Pin<Box<dyn Future<Output = (u64, Outcome)>>>;
 
 /// Runs the protocol on `stream` until the client disconnects or misbehaves.
 /// Errors are per-connection: they never affect other clients.
-pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + 'static>(
     stream: S,
     users: &UserStore,
     server: &ServerInfo,
@@ -39,68 +73,151 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(());
         }
     }
-    let session = Rc::new(RefCell::new(Session::new(server.clone(), store)));
-    let mut header = [0u8; HEADER_BYTES];
-    let mut body = Vec::new();
-    let mut pending: Vec<u8> = Vec::new();
+    let (reader, mut writer) = futures_lite::io::split(s);
+    let mut c = Conn {
+        session: Session::new(server.clone(), store),
+        tasks: FuturesUnordered::new(),
+        reading: Some(Box::pin(read_frame(reader))),
+        parked_reader: None,
+        noreply_waiters: Vec::new(),
+        pending: Vec::new(),
+        closing: false,
+    };
     loop {
-        match s.read_exact(&mut header).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        let h = parse_header(&header);
-        if h.len >= QUERY_BYTES_LIMIT {
-            let msg = format!(
-                "Query size ({}) greater than maximum ({}).",
-                h.len,
-                QUERY_BYTES_LIMIT - 1
-            );
-            pending.extend_from_slice(&response::client_error(
-                h.token,
-                ErrorKind::ResourceLimit,
-                &msg,
-            ));
-            s.get_mut().write_all(&pending).await?;
-            s.get_mut().flush().await?;
-            // The rest of the stream is the oversized body: the connection cannot resync.
-            return Ok(());
-        }
-        body.resize(h.len as usize, 0);
-        s.read_exact(&mut body).await?;
-        let parsed = parse_body(&body);
-        // Queries run on a fiber: storage waits suspend it while the core serves others.
-        let s2 = session.clone();
-        let token = h.token;
-        let reply = rdb_io::fiber::run(move || {
-            // A bug in one query must not take the server (or this connection) down.
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                s2.borrow_mut().handle(token, parsed)
-            }))
-            .unwrap_or_else(|_| {
-                Some(response::client_error(
-                    token,
-                    ErrorKind::Internal,
-                    "Internal error: the query hit a server bug (see the server log).",
-                ))
-            })
-        })
-        .await;
-        if let Some(out) = reply {
-            pending.extend_from_slice(&out);
-        }
-        // Answer every pipelined query already read before writing, so one write
-        // carries many responses; never hold back more than `PENDING_BYTES_MAX`.
-        if s.buffer().is_empty() || pending.len() >= PENDING_BYTES_MAX {
-            s.get_mut().write_all(&pending).await?;
-            s.get_mut().flush().await?;
-            pending.clear();
-            if pending.capacity() > PENDING_BYTES_MAX * 2 {
-                pending = Vec::new();
+        let ev = next_event(&mut c.reading, &mut c.tasks).await;
+        let mut end = c.handle(ev)?;
+        // Take every other event that is ready now, so their answers share one write.
+        while !end {
+            match futures_lite::future::poll_once(next_event(&mut c.reading, &mut c.tasks)).await {
+                Some(ev) => end = c.handle(ev)?,
+                None => break,
             }
         }
-        if body.capacity() > 1 << 20 {
-            body = Vec::new();
+        if !c.pending.is_empty() {
+            writer.write_all(&c.pending).await?;
+            writer.flush().await?;
+            c.pending.clear();
+            if c.pending.capacity() > 4 << 20 {
+                c.pending = Vec::new();
+            }
+        }
+        if end {
+            return Ok(());
         }
     }
+}
+
+type ReadFuture<S> = Pin<Box<dyn Future<Output = (Reader<S>, io::Result<Frame>)>>>;
+
+enum Event<S> {
+    Read(Reader<S>, io::Result<Frame>),
+    Done(u64, Outcome),
+}
+
+/// Waits for the next frame or finished query.
+async fn next_event<S: AsyncRead + AsyncWrite + Unpin>(
+    reading: &mut Option<ReadFuture<S>>,
+    tasks: &mut FuturesUnordered<Task>,
+) -> Event<S> {
+    let read = async {
+        match reading.as_mut() {
+            Some(f) => {
+                let (r, frame) = f.await;
+                *reading = None;
+                Event::Read(r, frame)
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let done = async {
+        match tasks.next().await {
+            Some((token, outcome)) => Event::Done(token, outcome),
+            None => std::future::pending().await,
+        }
+    };
+    futures_lite::future::or(read, done).await
+}
+
+/// One connection's state between events.
+struct Conn<S: AsyncRead + AsyncWrite + Unpin> {
+    session: Session,
+    tasks: FuturesUnordered<Task>,
+    reading: Option<ReadFuture<S>>,
+    /// The reader, while too many queries run to read another frame.
+    parked_reader: Option<Reader<S>>,
+    noreply_waiters: Vec<u64>,
+    pending: Vec<u8>,
+    closing: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Conn<S> {
+    /// Applies one event; `Ok(true)` when the connection should end after writing.
+    fn handle(&mut self, ev: Event<S>) -> io::Result<bool> {
+        match ev {
+            Event::Done(token, outcome) => {
+                if let Some(c) = outcome.cursor {
+                    self.session.keep_cursor(token, c);
+                }
+                if let Some(r) = outcome.reply {
+                    self.pending.extend_from_slice(&r);
+                }
+            }
+            Event::Read(r, frame) => match frame? {
+                Frame::Eof => self.closing = true,
+                Frame::TooLarge(token, len) => {
+                    let msg = format!(
+                        "Query size ({len}) greater than maximum ({}).",
+                        QUERY_BYTES_LIMIT - 1
+                    );
+                    self.pending.extend_from_slice(&response::client_error(
+                        token,
+                        ErrorKind::ResourceLimit,
+                        &msg,
+                    ));
+                    // The rest of the stream is the oversized body: it cannot resync.
+                    return Ok(true);
+                }
+                Frame::Query(token, body) => {
+                    match self.session.step(token, parse_body(&body)) {
+                        Step::Reply(Some(r)) => self.pending.extend_from_slice(&r),
+                        Step::Reply(None) => {}
+                        Step::NoreplyWait => self.noreply_waiters.push(token),
+                        Step::Run(job) => self.tasks.push(Box::pin(run_job(token, job))),
+                    }
+                    self.parked_reader = Some(r);
+                }
+            },
+        }
+        // NOREPLY_WAIT is answered once everything started before it has finished.
+        if self.tasks.is_empty() {
+            for t in self.noreply_waiters.drain(..) {
+                self.pending.extend_from_slice(&noreply_wait_done(t));
+            }
+        }
+        if self.closing {
+            return Ok(self.tasks.is_empty());
+        }
+        if self.reading.is_none() && self.tasks.len() < INFLIGHT_MAX {
+            if let Some(r) = self.parked_reader.take() {
+                self.reading = Some(Box::pin(read_frame(r)));
+            }
+        }
+        Ok(false)
+    }
+}
+
+async fn run_job(token: u64, job: crate::session::Job) -> (u64, Outcome) {
+    let outcome = rdb_io::fiber::run(move || {
+        // A bug in one query must not take the server (or this connection) down.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).unwrap_or_else(|_| Outcome {
+            reply: Some(response::client_error(
+                token,
+                ErrorKind::Internal,
+                "Internal error: the query hit a server bug (see the server log).",
+            )),
+            cursor: None,
+        })
+    })
+    .await;
+    (token, outcome)
 }

@@ -40,7 +40,7 @@ const GLOBAL_OPTARGS: &[&str] = &[
     "min_batch_rows",
 ];
 
-struct Cursor {
+pub struct Cursor {
     /// Holds (through its closures) everything it needs, including the query context.
     stream: Stream,
     batch_rows: usize,
@@ -69,107 +69,148 @@ impl Session {
         }
     }
 
-    /// Handles one query body; `None` when no response is due (noreply).
-    pub fn handle(&mut self, token: u64, parsed: Result<Query, BodyError>) -> Option<Vec<u8>> {
+    /// Decides what one query frame needs. Evaluation happens in the returned `Job`,
+    /// which owns everything it uses, so queries of one connection can run at once.
+    pub fn step(&mut self, token: u64, parsed: Result<Query, BodyError>) -> Step {
         let q = match parsed {
             Ok(q) => q,
             Err(BodyError::Unparseable) => {
-                return Some(client_error(
+                return Step::Reply(Some(client_error(
                     token,
                     ErrorKind::ResourceLimit,
                     "Client is buggy (failed to deserialize query).",
-                ))
+                )))
             }
             Err(BodyError::Malformed(m)) => {
-                return Some(client_error(
+                return Step::Reply(Some(client_error(
                     token,
                     ErrorKind::QueryLogic,
                     &format!("Server could not parse query: {m}"),
-                ))
+                )))
             }
         };
         match q {
             Query::Start {
                 term,
                 global_optargs,
-            } => self.start(token, &term, global_optargs),
-            Query::Continue => Some(match self.cursors.remove(&token) {
-                Some(c) => self.next_batch(token, c, None),
-                None => client_error(
-                    token,
-                    ErrorKind::QueryLogic,
-                    &format!("Token {token} not in stream cache."),
-                ),
-            }),
-            Query::Stop => {
-                self.cursors.remove(&token);
-                Some(response::success(
-                    token,
-                    response::SUCCESS_SEQUENCE,
-                    &[],
-                    None,
-                ))
-            }
-            // Queries run to completion before the next frame is read, so every earlier
-            // noreply query has finished by now.
-            Query::NoreplyWait => {
-                Some(response::success(token, response::WAIT_COMPLETE, &[], None))
-            }
-            Query::ServerInfo => {
-                let mut o = rdb_query::datum::Object::new();
-                o.insert("id".into(), Datum::str(self.server.id.as_str()));
-                o.insert("name".into(), Datum::str(self.server.name.as_str()));
-                o.insert("proxy".into(), Datum::Bool(false));
-                Some(response::success(
-                    token,
-                    response::SERVER_INFO,
-                    &[Datum::object(o)],
-                    None,
-                ))
-            }
-        }
-    }
-
-    fn start(
-        &mut self,
-        token: u64,
-        term_json: &serde_json::Value,
-        optargs_json: serde_json::Map<String, serde_json::Value>,
-    ) -> Option<Vec<u8>> {
-        let started = Instant::now();
-        let (globals, noreply) = match eval_global_optargs(&optargs_json) {
-            Ok(g) => g,
-            Err(e) => return Some(response::error(token, &e)),
-        };
-        let profile = matches!(globals.get("profile"), Some(Datum::Bool(true)));
-        let batch_rows = batch_limit(&globals, "max_batch_rows", BATCH_ROWS_DEFAULT);
-        let batch_bytes = batch_limit(&globals, "max_batch_bytes", BATCH_BYTES_DEFAULT);
-        let result = (|| -> Result<(Val, Rc<Ctx>), ReqlError> {
-            let t = term::parse(term_json)?;
-            eval::check(&t)?;
-            let ctx = Ctx::with_store(globals, self.store.clone())?;
-            let v = eval::table::plain(eval::eval(&ctx, &Env::default(), &t)?);
-            Ok((v, ctx))
-        })();
-        let reply = match result {
-            Err(e) => response::error(token, &e),
-            Ok((Val::Stream(stream), _)) => {
+            } => {
                 if self.cursors.len() >= CURSORS_MAX {
                     let e = ReqlError::new(
                         ErrorKind::ResourceLimit,
                         format!("Too many open cursors on this connection (limit {CURSORS_MAX})."),
                     );
-                    return Some(response::error(token, &e));
+                    return Step::Reply(Some(response::error(token, &e)));
                 }
-                let c = Cursor {
-                    stream,
-                    batch_rows,
-                    batch_bytes,
-                };
-                let prof = profile.then(|| profile_json(started));
-                self.next_batch(token, c, prof.as_deref())
+                let store = self.store.clone();
+                Step::Run(Box::new(move || start(token, &term, global_optargs, store)))
             }
-            Ok((v, ctx)) => match result_datum(v, &ctx).and_then(|d| {
+            Query::Continue => match self.cursors.remove(&token) {
+                Some(c) => Step::Run(Box::new(move || {
+                    let (reply, cursor) = next_batch(token, c, None);
+                    Outcome {
+                        reply: Some(reply),
+                        cursor,
+                    }
+                })),
+                None => Step::Reply(Some(client_error(
+                    token,
+                    ErrorKind::QueryLogic,
+                    &format!("Token {token} not in stream cache."),
+                ))),
+            },
+            Query::Stop => {
+                self.cursors.remove(&token);
+                Step::Reply(Some(response::success(
+                    token,
+                    response::SUCCESS_SEQUENCE,
+                    &[],
+                    None,
+                )))
+            }
+            Query::NoreplyWait => Step::NoreplyWait,
+            Query::ServerInfo => {
+                let mut o = rdb_query::datum::Object::new();
+                o.insert("id".into(), Datum::str(self.server.id.as_str()));
+                o.insert("name".into(), Datum::str(self.server.name.as_str()));
+                o.insert("proxy".into(), Datum::Bool(false));
+                Step::Reply(Some(response::success(
+                    token,
+                    response::SERVER_INFO,
+                    &[Datum::object(o)],
+                    None,
+                )))
+            }
+        }
+    }
+
+    /// Keeps a cursor for the client's next CONTINUE.
+    pub fn keep_cursor(&mut self, token: u64, c: Cursor) {
+        self.cursors.insert(token, c);
+    }
+}
+
+/// What a query frame needs.
+pub enum Step {
+    /// Answer at once (`None`: no answer).
+    Reply(Option<Vec<u8>>),
+    /// Evaluate (on a fiber); the outcome carries the answer and any cursor to keep.
+    Run(Job),
+    /// Answer once every query started earlier on this connection has finished.
+    NoreplyWait,
+}
+
+pub type Job = Box<dyn FnOnce() -> Outcome>;
+
+/// The result of a `Job`.
+pub struct Outcome {
+    pub reply: Option<Vec<u8>>,
+    pub cursor: Option<Cursor>,
+}
+
+/// The answer to NOREPLY_WAIT.
+pub fn noreply_wait_done(token: u64) -> Vec<u8> {
+    response::success(token, response::WAIT_COMPLETE, &[], None)
+}
+
+fn start(
+    token: u64,
+    term_json: &serde_json::Value,
+    optargs_json: serde_json::Map<String, serde_json::Value>,
+    store: Option<Rc<Store>>,
+) -> Outcome {
+    let started = Instant::now();
+    let (globals, noreply) = match eval_global_optargs(&optargs_json) {
+        Ok(g) => g,
+        Err(e) => {
+            return Outcome {
+                reply: Some(response::error(token, &e)),
+                cursor: None,
+            }
+        }
+    };
+    let profile = matches!(globals.get("profile"), Some(Datum::Bool(true)));
+    let batch_rows = batch_limit(&globals, "max_batch_rows", BATCH_ROWS_DEFAULT);
+    let batch_bytes = batch_limit(&globals, "max_batch_bytes", BATCH_BYTES_DEFAULT);
+    let result = (|| -> Result<(Val, Rc<Ctx>), ReqlError> {
+        let t = term::parse(term_json)?;
+        eval::check(&t)?;
+        let ctx = Ctx::with_store(globals, store)?;
+        let v = eval::table::plain(eval::eval(&ctx, &Env::default(), &t)?);
+        Ok((v, ctx))
+    })();
+    let (reply, cursor) = match result {
+        Err(e) => (response::error(token, &e), None),
+        Ok((Val::Stream(stream), _)) => {
+            let c = Cursor {
+                stream,
+                batch_rows,
+                batch_bytes,
+            };
+            let prof = profile.then(|| profile_json(started));
+            next_batch(token, c, prof.as_deref())
+        }
+        Ok((v, ctx)) => {
+            let reply = match result_datum(v, &ctx).and_then(|d| {
                 rdb_query::json::check_serializable(&d)?;
                 Ok(d)
             }) {
@@ -178,56 +219,60 @@ impl Session {
                     response::success(token, response::SUCCESS_ATOM, &[d], prof.as_deref())
                 }
                 Err(e) => response::error(token, &e),
-            },
-        };
-        if noreply {
-            // Keep the cursor drained for noreply streams: nobody will CONTINUE it.
-            self.cursors.remove(&token);
-            return None;
+            };
+            (reply, None)
         }
-        Some(reply)
+    };
+    if noreply {
+        // Nobody will CONTINUE a noreply stream: drop its cursor.
+        return Outcome {
+            reply: None,
+            cursor: None,
+        };
     }
+    Outcome {
+        reply: Some(reply),
+        cursor,
+    }
+}
 
-    fn next_batch(&mut self, token: u64, mut c: Cursor, profile: Option<&str>) -> Vec<u8> {
-        let mut body = String::from("[");
-        let mut rows = 0usize;
-        let done = loop {
-            if rows >= c.batch_rows || body.len() >= c.batch_bytes {
-                break false;
-            }
-            match c.stream.next_datum() {
-                Ok(Some(d)) => {
-                    if let Err(e) = rdb_query::json::check_serializable(&d) {
-                        return response::error(token, &e);
-                    }
-                    if rows > 0 {
-                        body.push(',');
-                    }
-                    write_json(&mut body, &d);
-                    rows += 1;
+/// The next batch of a cursor, and the cursor again unless the stream ended.
+fn next_batch(token: u64, mut c: Cursor, profile: Option<&str>) -> (Vec<u8>, Option<Cursor>) {
+    let mut body = String::from("[");
+    let mut rows = 0usize;
+    let done = loop {
+        if rows >= c.batch_rows || body.len() >= c.batch_bytes {
+            break false;
+        }
+        match c.stream.next_datum() {
+            Ok(Some(d)) => {
+                if let Err(e) = rdb_query::json::check_serializable(&d) {
+                    return (response::error(token, &e), None);
                 }
-                Ok(None) => break true,
-                Err(e) => return response::error(token, &e),
+                if rows > 0 {
+                    body.push(',');
+                }
+                write_json(&mut body, &d);
+                rows += 1;
             }
-        };
-        body.push(']');
-        let t = if done {
-            response::SUCCESS_SEQUENCE
-        } else {
-            response::SUCCESS_PARTIAL
-        };
-        // Drivers read the notes field of stream responses; plain streams have none.
-        let mut s = format!("{{\"t\":{t},\"r\":{body},\"n\":[]");
-        if let Some(p) = profile {
-            s.push_str(",\"p\":");
-            s.push_str(p);
+            Ok(None) => break true,
+            Err(e) => return (response::error(token, &e), None),
         }
-        s.push('}');
-        if !done {
-            self.cursors.insert(token, c);
-        }
-        response::frame(token, &s)
+    };
+    body.push(']');
+    let t = if done {
+        response::SUCCESS_SEQUENCE
+    } else {
+        response::SUCCESS_PARTIAL
+    };
+    // Drivers read the notes field of stream responses; plain streams have none.
+    let mut s = format!("{{\"t\":{t},\"r\":{body},\"n\":[]");
+    if let Some(p) = profile {
+        s.push_str(",\"p\":");
+        s.push_str(p);
     }
+    s.push('}');
+    (response::frame(token, &s), (!done).then_some(c))
 }
 
 fn result_datum(v: Val, ctx: &Ctx) -> Result<Datum, ReqlError> {

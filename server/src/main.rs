@@ -12,6 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+// Queries allocate many small short-lived values (datums, terms, futures); mimalloc's
+// per-thread free lists serve them several times faster than glibc's malloc here.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How often each core checks whether shutdown was requested.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 
