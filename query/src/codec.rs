@@ -97,6 +97,37 @@ pub fn decode(b: &[u8]) -> Result<Datum, CodecError> {
     Ok(d)
 }
 
+/// The value at `path` (a chain of object fields) of an encoded document, decoding only
+/// that value and skipping the rest: `Ok(None)` when a field is missing or a step is not
+/// an object. Used to test predicates on stored rows without decoding them.
+pub fn field_path(b: &[u8], path: &[&str]) -> Result<Option<Datum>, CodecError> {
+    match b.first() {
+        Some(&CODEC_VERSION) => {}
+        Some(_) => return Err(CodecError("unknown document encoding version")),
+        None => return Err(CodecError("empty document")),
+    }
+    let mut r = Reader { b, pos: 1 };
+    'steps: for key in path {
+        if r.byte()? != 7 {
+            return Ok(None);
+        }
+        let n = r.count()?;
+        for _ in 0..n {
+            let k = r.bytes()?;
+            if k == key.as_bytes() {
+                continue 'steps;
+            }
+            if k > key.as_bytes() {
+                // Keys are sorted: it is not there.
+                return Ok(None);
+            }
+            r.skip(0)?;
+        }
+        return Ok(None);
+    }
+    r.datum(0).map(Some)
+}
+
 struct Reader<'a> {
     b: &'a [u8],
     pos: usize,
@@ -146,6 +177,41 @@ impl Reader<'_> {
             return Err(CodecError("element count exceeds the document"));
         }
         Ok(n as usize)
+    }
+
+    /// Moves past one encoded value without building it.
+    fn skip(&mut self, depth: usize) -> Result<(), CodecError> {
+        if depth > DEPTH_MAX {
+            return Err(CodecError("document nested too deeply"));
+        }
+        match self.byte()? {
+            0..=2 => {}
+            3 => {
+                if self.pos + 8 > self.b.len() {
+                    return Err(CodecError("document truncated"));
+                }
+                self.pos += 8;
+            }
+            4 => {
+                self.varint()?;
+            }
+            5 | 8 => {
+                self.bytes()?;
+            }
+            6 => {
+                for _ in 0..self.count()? {
+                    self.skip(depth + 1)?;
+                }
+            }
+            7 => {
+                for _ in 0..self.count()? {
+                    self.bytes()?;
+                    self.skip(depth + 1)?;
+                }
+            }
+            _ => return Err(CodecError("unknown type tag")),
+        }
+        Ok(())
     }
 
     fn datum(&mut self, depth: usize) -> Result<Datum, CodecError> {
@@ -232,11 +298,29 @@ mod tests {
         }
 
         #[test]
+        fn field_path_matches_decoding(d in arb_datum(), pick in 0usize..8) {
+            let b = encode(&d).unwrap();
+            // A field that exists (when d is an object), and one that does not.
+            let key = match &d {
+                Datum::Object(o) if !o.is_empty() => o.keys().nth(pick % o.len()).unwrap().clone(),
+                _ => "absent".to_string(),
+            };
+            let want = match &d {
+                Datum::Object(o) => o.get(&key).cloned(),
+                _ => None,
+            };
+            prop_assert_eq!(field_path(&b, &[key.as_str()]).unwrap(), want);
+            prop_assert_eq!(field_path(&b, &["\u{10ffff}never"]).unwrap(), None);
+            prop_assert_eq!(field_path(&b, &[]).unwrap(), Some(d.clone()));
+        }
+
+        #[test]
         fn garbage_never_panics(b in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode(&b);
             let mut v = vec![CODEC_VERSION];
             v.extend_from_slice(&b);
             let _ = decode(&v);
+            let _ = field_path(&v, &["a", "b"]);
         }
 
         #[test]

@@ -5,6 +5,7 @@
 mod admin;
 mod arith;
 mod array;
+mod compile;
 mod control;
 mod object;
 mod seq;

@@ -12,10 +12,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 type DatumIter = Box<dyn Iterator<Item = Result<Datum>>>;
+/// Stored rows not yet decoded (late materialization: filters and counts on table
+/// scans look at the bytes and decode only what they must).
+pub type RawIter = Box<dyn Iterator<Item = Result<Vec<u8>>>>;
 
 /// A lazy sequence of datums (from `r.range` or a table).
 pub struct Stream {
     iter: DatumIter,
+    /// When set, the elements are these stored rows (and `iter` is unused).
+    raw: Option<RawIter>,
     /// Infinite streams refuse to be collected.
     pub infinite: bool,
     /// Set when the elements are documents of one table, so writes can follow.
@@ -37,9 +42,47 @@ impl Stream {
     pub fn new(iter: DatumIter, infinite: bool) -> Stream {
         Stream {
             iter,
+            raw: None,
             infinite,
             sel: None,
         }
+    }
+
+    /// A stream of stored rows, decoded only when an element is needed.
+    pub fn from_raw(raw: RawIter) -> Stream {
+        Stream {
+            iter: Box::new(std::iter::empty()),
+            raw: Some(raw),
+            infinite: false,
+            sel: None,
+        }
+    }
+
+    /// The undecoded rows, if this stream still has them (callers put them back with
+    /// `set_raw` after wrapping them).
+    pub fn take_raw(&mut self) -> Option<RawIter> {
+        self.raw.take()
+    }
+
+    pub fn has_raw(&self) -> bool {
+        self.raw.is_some()
+    }
+
+    pub fn set_raw(&mut self, raw: RawIter) {
+        self.raw = Some(raw);
+    }
+
+    /// Switches a raw stream to decoded elements.
+    fn materialize(&mut self) {
+        if let Some(raw) = self.raw.take() {
+            self.iter = Box::new(raw.map(|r| r.and_then(|b| crate::store::decode_doc(&b))));
+        }
+    }
+
+    /// The elements as an iterator.
+    fn into_datum_iter(mut self) -> DatumIter {
+        self.materialize();
+        self.iter
     }
     pub fn from_vec(v: Vec<Datum>) -> Stream {
         Stream::new(Box::new(v.into_iter().map(Ok)), false)
@@ -56,17 +99,28 @@ impl Stream {
 
     /// The next element, or `None` at the end.
     pub fn next_datum(&mut self) -> Result<Option<Datum>> {
+        if let Some(raw) = self.raw.as_mut() {
+            return match raw.next() {
+                None => Ok(None),
+                Some(r) => crate::store::decode_doc(&r?).map(Some),
+            };
+        }
         self.iter.next().transpose()
     }
 
-    pub fn map(self, mut f: impl FnMut(Datum) -> Result<Datum> + 'static) -> Stream {
+    pub fn map(mut self, mut f: impl FnMut(Datum) -> Result<Datum> + 'static) -> Stream {
+        self.materialize();
         Stream::new(
             Box::new(self.iter.map(move |r| r.and_then(&mut f))),
             self.infinite,
         )
     }
 
-    pub fn filter_map(self, mut f: impl FnMut(Datum) -> Result<Option<Datum>> + 'static) -> Stream {
+    pub fn filter_map(
+        mut self,
+        mut f: impl FnMut(Datum) -> Result<Option<Datum>> + 'static,
+    ) -> Stream {
+        self.materialize();
         let infinite = self.infinite;
         Stream::new(
             Box::new(self.iter.filter_map(move |r| match r {
@@ -101,7 +155,7 @@ impl Stream {
         if self.infinite {
             return Err(Stream::infinite_error());
         }
-        Ok(self.iter)
+        Ok(self.into_datum_iter())
     }
 }
 
@@ -188,6 +242,26 @@ fn field_or_func(ctx: &Ctx, args: &mut [Val], i: usize) -> Result<Callable> {
     }
 }
 
+/// Whether `filter` keeps row `d`: the predicate's verdict, or on a missing field the
+/// `default` (absent: drop the row; `r.error()`: re-raise).
+pub fn filter_keep(
+    ctx: &Rc<Ctx>,
+    pred: &Callable,
+    default: &Option<Result<Datum>>,
+    d: &Datum,
+) -> Result<bool> {
+    match pred.call_filter(ctx, d) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind == ErrorKind::NonExistence => match default {
+            None => Ok(false),
+            Some(Ok(def)) => Ok(def.truthy()),
+            Some(Err(de)) if de.kind == ErrorKind::EmptyUser => Err(e),
+            Some(Err(de)) => Err(de.clone()),
+        },
+        Err(e) => Err(e),
+    }
+}
+
 pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
     if super::object::is_object_op(ty) {
         return super::object::apply(ctx, ty, args);
@@ -249,16 +323,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
             let default = opt.datum("default").transpose();
             let ctx2 = ctx.clone();
             let s = seq.into_stream().filter_map(move |d| {
-                let keep = match pred.call_filter(&ctx2, &d) {
-                    Ok(b) => b,
-                    Err(e) if e.kind == ErrorKind::NonExistence => match &default {
-                        None => false,
-                        Some(Ok(def)) => def.truthy(),
-                        Some(Err(de)) if de.kind == ErrorKind::EmptyUser => return Err(e),
-                        Some(Err(de)) => return Err(de.clone()),
-                    },
-                    Err(e) => return Err(e),
-                };
+                let keep = filter_keep(&ctx2, &pred, &default, &d)?;
                 Ok(if keep { Some(d) } else { None })
             });
             finish(ctx, s, is_array)
@@ -394,7 +459,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
                 infinite |= st.infinite;
                 streams.push(st);
             }
-            let iter = streams.into_iter().flat_map(|s| s.iter);
+            let iter = streams.into_iter().flat_map(|s| s.into_datum_iter());
             finish(ctx, Stream::new(Box::new(iter), infinite), all_arrays)
         }
         tt::ZIP => {
@@ -426,9 +491,9 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
             let st = seq.into_stream();
             let infinite = st.infinite && ty == tt::SKIP;
             let iter: DatumIter = if ty == tt::LIMIT {
-                Box::new(st.iter.take(n as usize))
+                Box::new(st.into_datum_iter().take(n as usize))
             } else {
-                Box::new(st.iter.skip(n as usize))
+                Box::new(st.into_datum_iter().skip(n as usize))
             };
             finish(ctx, Stream::new(iter, infinite), is_array)
         }
@@ -715,7 +780,7 @@ fn slice(ctx: &Rc<Ctx>, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
             let seq = seq_arg(ctx, &mut args)?;
             let st = seq.into_stream();
             let infinite = st.infinite && hi == usize::MAX;
-            let iter = st.iter.skip(lo).take(hi.saturating_sub(lo));
+            let iter = st.into_datum_iter().skip(lo).take(hi.saturating_sub(lo));
             Ok(Val::Stream(Stream::new(Box::new(iter), infinite)))
         }
         Val::Datum(d) => Err(logic(format!(

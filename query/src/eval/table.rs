@@ -72,10 +72,7 @@ pub fn scan_stream(
 ) -> Stream {
     let bounds = Some((lo.clone(), hi.clone()));
     let scan = MergedScan::new(t.store.clone(), lo, hi, reverse);
-    let mut s = Stream::new(
-        Box::new(scan.map(|r| r.and_then(|(_, v)| decode_doc(&v)))),
-        false,
-    );
+    let mut s = Stream::from_raw(Box::new(scan.map(|r| r.map(|(_, v)| v))));
     s.sel = Some(Selection {
         table: t.clone(),
         kind,
@@ -318,6 +315,22 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
             Val::Single(..) => return Ok(None),
             _ => return Ok(None),
         },
+        tt::FILTER if args.len() == 2 && is_raw_scan(&args[0]) && compiles(&args[1]) => {
+            raw_filter(ctx, args, opt)?
+        }
+        tt::COUNT if args.len() == 1 && is_raw_scan(&args[0]) => {
+            // Counting stored rows needs none of them decoded.
+            let Val::Stream(mut s) = plain(args.remove(0)) else {
+                unreachable!("raw scans are streams")
+            };
+            let raw = s.take_raw().expect("checked by is_raw_scan");
+            let mut n = 0u64;
+            for r in raw {
+                r?;
+                n += 1;
+            }
+            Val::Datum(Datum::Num(n as f64))
+        }
         tt::FILTER | tt::LIMIT | tt::SKIP | tt::SLICE | tt::NTH | tt::BRACKET | tt::SAMPLE
             if selection_of(&args[0]).is_some() =>
         {
@@ -426,6 +439,61 @@ fn as_array_selection(t: Rc<TableRef>, rows: Vec<Datum>) -> Val {
         sorted: false,
     });
     Val::Stream(s)
+}
+
+/// A table, or a stream of its rows still undecoded.
+fn is_raw_scan(v: &Val) -> bool {
+    match v {
+        Val::Table(t) => t.system.is_none(),
+        Val::Stream(s) => s.sel.is_some() && s.has_raw(),
+        _ => false,
+    }
+}
+
+fn compiles(v: &Val) -> bool {
+    matches!(v, Val::Func(f) if super::compile::compile(f).is_some())
+}
+
+/// `filter` on stored rows with a compiled predicate: rows are tested undecoded; the
+/// few the compiled form cannot decide go through the general evaluator.
+fn raw_filter(ctx: &Rc<Ctx>, args: &mut Vec<Val>, opt: &Optargs) -> Result<Val> {
+    let table = selection_of(&args[0]).expect("raw scans are selections");
+    let Val::Func(f) = args.remove(1) else {
+        unreachable!("checked by compiles")
+    };
+    let compiled = super::compile::compile(&f).expect("checked by compiles");
+    let pred = Callable::Func(f);
+    let default = opt.datum("default").transpose();
+    let Val::Stream(mut s) = plain(args.remove(0)) else {
+        unreachable!("raw scans are streams")
+    };
+    let raw = s.take_raw().expect("checked by is_raw_scan");
+    let ctx2 = ctx.clone();
+    let kept = raw.filter_map(move |r| {
+        let b = match r {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e)),
+        };
+        let keep = match compiled.eval(&b) {
+            Some(k) => Ok(k),
+            None => {
+                decode_doc(&b).and_then(|d| super::seq::filter_keep(&ctx2, &pred, &default, &d))
+            }
+        };
+        match keep {
+            Ok(true) => Some(Ok(b)),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
+    });
+    s.set_raw(Box::new(kept));
+    s.sel = Some(Selection {
+        table,
+        kind: "SELECTION<STREAM>",
+        bounds: None,
+        sorted: false,
+    });
+    Ok(Val::Stream(s))
 }
 
 fn pk_of(t: &TableInfo, doc: &Datum) -> Option<Datum> {
