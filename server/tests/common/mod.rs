@@ -15,7 +15,19 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Server {
+    /// Kills the server with SIGKILL and keeps its data directory for a restart.
+    #[allow(dead_code)] // not every test binary that includes this module uses it
+    pub fn sigkill_keep_dir(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::take(&mut self.dir)
     }
 }
 
@@ -41,9 +53,19 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
 /// in parallel, so a port picked as free can be taken by another test's server before
 /// ours binds it: then ours exits, and we retry on another port.
 pub fn start(tag: &str, extra: &[&str]) -> Server {
+    start_with(tag, None, extra)
+}
+
+/// Starts rdb on an existing data directory (a restart).
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn start_in(tag: &str, dir: &std::path::Path, extra: &[&str]) -> Server {
+    start_with(tag, Some(dir), extra)
+}
+
+fn start_with(tag: &str, existing: Option<&std::path::Path>, extra: &[&str]) -> Server {
     for _ in 0..5 {
         let port = free_port();
-        let dir = scratch_dir(tag);
+        let dir = existing.map_or_else(|| scratch_dir(tag), |d| d.to_path_buf());
         let mut child = Command::new(env!("CARGO_BIN_EXE_rdb"))
             .args([
                 "--directory",
@@ -75,7 +97,9 @@ pub fn start(tag: &str, extra: &[&str]) -> Server {
         }
         let _ = child.kill();
         let _ = child.wait();
-        let _ = std::fs::remove_dir_all(&dir);
+        if existing.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
     panic!("rdb did not start listening after 5 attempts");
 }
