@@ -66,8 +66,10 @@ impl Generator {
         };
         let per = spec.keys.div_ceil(conns as u64);
         let (next_key, key_end) = if spec.name == "insert" {
-            // Fresh keys above the loaded range, disjoint per connection.
-            let base = spec.keys + (conn as u64) * (1 << 40);
+            // Fresh keys above the loaded range, disjoint per connection and per run
+            // (a random run slot of 2^24 keys), so repeated runs never collide.
+            let run_slot = u64::from(rand::random::<u16>()) << 24;
+            let base = spec.keys + (conn as u64) * (1 << 40) + run_slot;
             (base, base + (1 << 40))
         } else {
             let start = per * conn as u64;
