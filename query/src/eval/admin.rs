@@ -58,10 +58,16 @@ pub fn table_config(st: &Store, t: &TableInfo) -> Datum {
         ("primary_key", Datum::str(t.primary_key.as_str())),
         (
             "shards",
-            Datum::array(vec![obj(vec![
-                ("primary_replica", server.clone()),
-                ("replicas", Datum::array(vec![server])),
-            ])]),
+            Datum::array(
+                (0..t.shards)
+                    .map(|_| {
+                        obj(vec![
+                            ("primary_replica", server.clone()),
+                            ("replicas", Datum::array(vec![server.clone()])),
+                        ])
+                    })
+                    .collect(),
+            ),
         ),
         ("write_acks", Datum::str("majority")),
     ])
@@ -76,16 +82,22 @@ pub fn table_status(st: &Store, t: &TableInfo) -> Datum {
         ("raft_leader", server.clone()),
         (
             "shards",
-            Datum::array(vec![obj(vec![
-                ("primary_replicas", Datum::array(vec![server.clone()])),
-                (
-                    "replicas",
-                    Datum::array(vec![obj(vec![
-                        ("server", server),
-                        ("state", Datum::str("ready")),
-                    ])]),
-                ),
-            ])]),
+            Datum::array(
+                (0..t.shards)
+                    .map(|_| {
+                        obj(vec![
+                            ("primary_replicas", Datum::array(vec![server.clone()])),
+                            (
+                                "replicas",
+                                Datum::array(vec![obj(vec![
+                                    ("server", server.clone()),
+                                    ("state", Datum::str("ready")),
+                                ])]),
+                            ),
+                        ])
+                    })
+                    .collect(),
+            ),
         ),
         (
             "status",
@@ -217,16 +229,14 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
                     }
                 },
             };
-            if let Some(d) = opt.datum("shards")? {
-                let n = super::int(&d)?;
-                if !(1..=64).contains(&n) {
-                    return Err(logic("Every table must have at least one shard."));
-                }
+            let shards = parse_shards(opt)?.unwrap_or(1);
+            if opt.has("replicas") || opt.has("primary_replica_tag") {
+                check_replicas(opt)?;
             }
             if db == SYSTEM_DB {
                 return Err(special("you can't create new tables in it."));
             }
-            let t = st.table_create(&db, name, &pk, hard)?;
+            let t = st.table_create(&db, name, &pk, hard, shards)?;
             obj(vec![
                 ("tables_created", Datum::Num(1.0)),
                 ("config_changes", change(Datum::Null, table_config(&st, &t))),
@@ -256,7 +266,7 @@ pub fn apply_table(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> R
     let v = match (ty, args.first()) {
         (tt::CONFIG, Some(Val::Table(t))) if t.system.is_none() => {
             // A single selection of the table's `table_config` row: updates write back.
-            let sys = super::system::table(st.clone(), "table_config")?;
+            let sys = super::system::table(st.clone(), "table_config", false)?;
             let row = table_config(&st, &t.info);
             let id = Datum::str(t.info.id.as_str());
             return Ok(Some(Val::Single(sys, row, id)));
@@ -266,7 +276,7 @@ pub fn apply_table(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> R
             if &**name == SYSTEM_DB {
                 return Err(special("you can't configure it."));
             }
-            let sys = super::system::table(st.clone(), "db_config")?;
+            let sys = super::system::table(st.clone(), "db_config", false)?;
             let d = st.db(name)?;
             return Ok(Some(Val::Single(
                 sys,
@@ -315,7 +325,219 @@ pub fn apply_table(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> R
             obj(vec![("synced", Datum::Num(1.0))])
         }
         (tt::INDEX_LIST, Some(Val::Table(_))) => Datum::array(vec![]),
+        (tt::RECONFIGURE, Some(Val::Table(_) | Val::Db(_))) => reconfigure(&st, &args[0], opt)?,
+        (tt::REBALANCE, Some(Val::Table(_) | Val::Db(_))) => {
+            let tables = target_tables(&st, &args[0])?;
+            let changes = tables
+                .iter()
+                .map(|t| {
+                    let s = table_status(&st, t);
+                    obj(vec![("old_val", s.clone()), ("new_val", s)])
+                })
+                .collect();
+            // One server holds every shard: balanced by construction.
+            obj(vec![
+                ("rebalanced", Datum::Num(tables.len() as f64)),
+                ("status_changes", Datum::array(changes)),
+            ])
+        }
         _ => return Ok(None),
     };
     Ok(Some(Val::Datum(v)))
+}
+
+/// The tables a `reconfigure`/`rebalance` applies to: one table, or a database's.
+fn target_tables(st: &Store, v: &Val) -> Result<Vec<std::sync::Arc<TableInfo>>> {
+    match v {
+        Val::Table(t) if t.system.is_some() => {
+            Err(special("you can't configure the system tables."))
+        }
+        Val::Table(t) => Ok(vec![t.info.clone()]),
+        Val::Db(name) => {
+            if &**name == SYSTEM_DB {
+                return Err(special("you can't configure the system tables."));
+            }
+            st.db(name)?;
+            Ok(st
+                .catalog()
+                .tables
+                .iter()
+                .filter(|((d, _), _)| **d == **name)
+                .map(|(_, t)| t.clone())
+                .collect())
+        }
+        _ => unreachable!("dispatched on tables and databases"),
+    }
+}
+
+fn parse_shards(opt: &Optargs) -> Result<Option<u32>> {
+    let Some(d) = opt.datum("shards")? else {
+        return Ok(None);
+    };
+    let n = super::int(&d)?;
+    if n < 1 {
+        return Err(logic("Every table must have at least one shard."));
+    }
+    if n > 64 {
+        return Err(logic("Maximum number of shards is 64."));
+    }
+    Ok(Some(n as u32))
+}
+
+fn op_failed(msg: impl Into<String>) -> ReqlError {
+    ReqlError::new(ErrorKind::OpFailed, msg)
+}
+
+/// Checks `replicas`/`primary_replica_tag`/`nonvoting_replica_tags` against a
+/// one-server cluster whose only server carries the tag `default`.
+fn check_replicas(opt: &Optargs) -> Result<()> {
+    let primary = opt.datum("primary_replica_tag")?;
+    let nonvoting: Vec<String> = match opt.datum("nonvoting_replica_tags")? {
+        None => Vec::new(),
+        Some(Datum::Array(a)) => a
+            .iter()
+            .map(|t| string(t).map(str::to_string))
+            .collect::<Result<_>>()?,
+        Some(other) => return Err(super::type_err("ARRAY", &other)),
+    };
+    let counts: Vec<(String, i64)> = match opt.datum("replicas")? {
+        None => vec![("default".into(), 1)],
+        Some(Datum::Object(o)) => {
+            if primary.is_none() {
+                return Err(logic(
+                    "`primary_replica_tag` must be specified when `replicas` is an OBJECT.",
+                ));
+            }
+            let mut v = Vec::new();
+            for (k, n) in o.iter() {
+                let n = super::int(n)?;
+                if n < 0 {
+                    return Err(logic("Can't have a negative number of replicas"));
+                }
+                v.push((k.clone(), n));
+            }
+            v
+        }
+        Some(d) => {
+            let n = super::int(&d)?;
+            if primary.is_some() {
+                return Err(logic(
+                    "`replicas` must be an OBJECT if `primary_replica_tag` is specified.",
+                ));
+            }
+            if !nonvoting.is_empty() {
+                return Err(logic(
+                    "`replicas` must be an OBJECT if `nonvoting_replica_tags` is specified.",
+                ));
+            }
+            if n < 0 {
+                return Err(logic("Can't have a negative number of replicas"));
+            }
+            vec![("default".into(), n)]
+        }
+    };
+    if counts.iter().map(|(_, n)| n).sum::<i64>() == 0 {
+        return Err(op_failed(
+            "You must set `replicas` to at least one. `replicas` includes the primary replica; if there are zero replicas, there is nowhere to put the data.",
+        ));
+    }
+    if let Some(p) = &primary {
+        let p = string(p)?;
+        if !counts.iter().any(|(t, n)| t == p && *n > 0) {
+            return Err(op_failed(format!(
+                "Can't use server tag `{p}` for primary replicas because you specified no replicas in server tag `{p}`."
+            )));
+        }
+    }
+    for t in &nonvoting {
+        if !counts.iter().any(|(c, _)| c == t) {
+            return Err(op_failed(format!(
+                "You specified that the replicas in server tag `{t}` should be non-voting, but you didn't specify a number of replicas in server tag `{t}`."
+            )));
+        }
+    }
+    for (tag, n) in &counts {
+        let servers = i64::from(tag == "default");
+        if *n > servers {
+            return Err(op_failed(format!(
+                "Can't put {n} replicas on servers with the tag `{tag}` because there are only {servers} servers with the tag `{tag}`. It's impossible to have more replicas of the data than there are servers."
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn reconfigure(st: &Rc<Store>, target: &Val, opt: &Optargs) -> Result<Datum> {
+    if let Some(e) = opt.datum("emergency_repair")? {
+        if e != Datum::Null {
+            if matches!(target, Val::Db(_)) {
+                return Err(logic("Can't emergency repair an entire database at once; instead you should run `reconfigure()` on each table individually."));
+            }
+            let mode = string(&e)?;
+            if !matches!(mode, "unsafe_rollback" | "unsafe_rollback_or_erase") {
+                return Err(logic(
+                    "`emergency_repair` should be \"unsafe_rollback\" or \"unsafe_rollback_or_erase\"",
+                ));
+            }
+            if [
+                "shards",
+                "replicas",
+                "primary_replica_tag",
+                "nonvoting_replica_tags",
+            ]
+            .iter()
+            .any(|k| opt.has(k))
+            {
+                return Err(logic(
+                    "In emergency repair mode, you can't specify shards, replicas, etc.",
+                ));
+            }
+            return Err(op_failed("This table doesn't need to be repaired."));
+        }
+    }
+    let shards = parse_shards(opt)?;
+    if shards.is_none() {
+        return Err(logic("Missing required argument `shards`."));
+    }
+    if !opt.has("replicas") {
+        return Err(logic("Missing required argument `replicas`."));
+    }
+    check_replicas(opt)?;
+    let dry_run = match opt.datum("dry_run")? {
+        None => false,
+        Some(d) => super::boolean(&d)?,
+    };
+    let tables = target_tables(st, target)?;
+    let mut config_changes = Vec::new();
+    let mut status_changes = Vec::new();
+    for t in &tables {
+        let old_config = table_config(st, t);
+        let old_status = table_status(st, t);
+        let mut new_info = (**t).clone();
+        new_info.shards = shards.expect("checked above");
+        let new_info = if dry_run {
+            std::sync::Arc::new(new_info)
+        } else {
+            st.table_alter(&t.db, &t.name, |x| x.shards = new_info.shards)?
+        };
+        config_changes.push(obj(vec![
+            ("old_val", old_config),
+            ("new_val", table_config(st, &new_info)),
+        ]));
+        status_changes.push(obj(vec![
+            ("old_val", old_status),
+            ("new_val", table_status(st, &new_info)),
+        ]));
+    }
+    let mut pairs = vec![
+        (
+            "reconfigured",
+            Datum::Num(if dry_run { 0.0 } else { tables.len() as f64 }),
+        ),
+        ("config_changes", Datum::array(config_changes)),
+    ];
+    if !dry_run {
+        pairs.push(("status_changes", Datum::array(status_changes)));
+    }
+    Ok(obj(pairs))
 }

@@ -36,7 +36,7 @@ pub fn system_db_id() -> String {
 }
 
 /// A system table as a table value.
-pub fn table(store: Rc<Store>, name: &str) -> Result<Rc<TableRef>> {
+pub fn table(store: Rc<Store>, name: &str, uuids: bool) -> Result<Rc<TableRef>> {
     let Some(&name) = TABLES.iter().find(|n| **n == name) else {
         return Err(ReqlError::new(
             ErrorKind::OpFailed,
@@ -51,11 +51,13 @@ pub fn table(store: Rc<Store>, name: &str) -> Result<Rc<TableRef>> {
         key_id: 0,
         primary_key: "id".into(),
         durability_hard: true,
+        shards: 1,
     });
     Ok(Rc::new(TableRef {
         info,
         store,
         system: Some(name),
+        uuids,
     }))
 }
 
@@ -76,8 +78,24 @@ pub fn rows(t: &TableRef) -> Result<Vec<Datum>> {
     let server_id = Datum::str(st.server_id.as_str());
     let mut out = match name {
         "db_config" => c.dbs.values().map(db_config).collect(),
-        "table_config" => c.tables.values().map(|i| table_config(st, i)).collect(),
-        "table_status" => c.tables.values().map(|i| table_status(st, i)).collect(),
+        "table_config" | "table_status" => c
+            .tables
+            .values()
+            .map(|i| {
+                let mut row = if name == "table_config" {
+                    table_config(st, i)
+                } else {
+                    table_status(st, i)
+                };
+                if t.uuids {
+                    if let Datum::Object(o) = &mut row {
+                        std::sync::Arc::make_mut(o)
+                            .insert("db".into(), Datum::str(i.db_id.as_str()));
+                    }
+                }
+                row
+            })
+            .collect(),
         "server_config" => vec![obj(vec![
             ("id", server_id.clone()),
             ("name", server.clone()),
@@ -165,7 +183,10 @@ pub fn write_row(t: &TableRef, old: &Datum, new: &Datum) -> Result<()> {
                 },
                 None => true,
             };
-            st.table_alter(&db, &old_name, &new_name, hard)?;
+            st.table_alter(&db, &old_name, |t| {
+                t.name = new_name;
+                t.durability_hard = hard;
+            })?;
             Ok(())
         }
         other => Err(logic(format!(

@@ -26,6 +26,8 @@ pub struct TableRef {
     pub store: Rc<Store>,
     /// Set for the tables of the `rethinkdb` database, which are computed, not stored.
     pub system: Option<&'static str>,
+    /// System tables only: name databases (and tables) by id (`identifier_format`).
+    pub uuids: bool,
 }
 
 impl TableRef {
@@ -194,12 +196,16 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
         | tt::TABLE_CREATE
         | tt::TABLE_DROP
         | tt::TABLE_LIST => super::admin::apply(ctx, ty, args, opt)?,
-        tt::CONFIG | tt::STATUS | tt::WAIT | tt::SYNC | tt::INDEX_LIST => {
-            match super::admin::apply_table(ctx, ty, args, opt)? {
-                Some(v) => v,
-                None => return Ok(None),
-            }
-        }
+        tt::CONFIG
+        | tt::STATUS
+        | tt::WAIT
+        | tt::SYNC
+        | tt::INDEX_LIST
+        | tt::RECONFIGURE
+        | tt::REBALANCE => match super::admin::apply_table(ctx, ty, args, opt)? {
+            Some(v) => v,
+            None => return Ok(None),
+        },
         tt::TABLE => {
             let db = db_and_rest(ctx, args);
             let name_d = arg_datum(ctx, args, 0)?;
@@ -213,6 +219,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
                     )));
                 }
             }
+            let mut uuids = false;
             if let Some(f) = opt.datum("identifier_format")? {
                 let m = string(&f)?;
                 if !matches!(m, "name" | "uuid") {
@@ -220,16 +227,18 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
                         "Identifier format `{m}` unrecognized (options are \"name\" and \"uuid\")."
                     )));
                 }
+                uuids = m == "uuid";
             }
             let st = store(ctx)?;
             if db == SYSTEM_DB {
-                return Err(op_failed(format!("Table `{db}.{name}` does not exist.")));
+                return Ok(Some(Val::Table(super::system::table(st, name, uuids)?)));
             }
             let info = st.table(&db, name)?;
             Val::Table(Rc::new(TableRef {
                 info,
                 store: st,
                 system: None,
+                uuids: false,
             }))
         }
         tt::GET => {

@@ -31,6 +31,9 @@ pub struct TableInfo {
     pub key_id: u64,
     pub primary_key: String,
     pub durability_hard: bool,
+    /// Shards the table's configuration asks for (`table_create`/`reconfigure`); on one
+    /// server they all live on it, spread over its cores by key hash.
+    pub shards: u32,
 }
 
 #[derive(Default, Debug)]
@@ -90,6 +93,7 @@ impl TableInfo {
         o.insert("key_id".into(), Datum::Num(self.key_id as f64));
         o.insert("primary_key".into(), Datum::str(self.primary_key.as_str()));
         o.insert("durability_hard".into(), Datum::Bool(self.durability_hard));
+        o.insert("shards".into(), Datum::Num(f64::from(self.shards)));
         codec::encode(&Datum::object(o)).expect("catalog entries are small")
     }
     pub fn decode(b: &[u8]) -> Result<TableInfo> {
@@ -109,6 +113,10 @@ impl TableInfo {
             key_id,
             primary_key: s(&o, "primary_key")?,
             durability_hard: !matches!(o.get("durability_hard"), Some(Datum::Bool(false))),
+            shards: match o.get("shards") {
+                Some(Datum::Num(n)) if *n >= 1.0 && *n <= 64.0 => *n as u32,
+                _ => 1,
+            },
         })
     }
     /// The first bytes of every document key of this table.
@@ -159,6 +167,7 @@ mod tests {
             key_id: 7,
             primary_key: "id".into(),
             durability_hard: false,
+            shards: 3,
         };
         let d = DbInfo {
             id: "b".into(),

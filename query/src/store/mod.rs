@@ -340,6 +340,7 @@ impl Store {
         name: &str,
         primary_key: &str,
         durability_hard: bool,
+        shards: u32,
     ) -> Result<Arc<TableInfo>> {
         let t = {
             let mut c = self.catalog.write().expect("catalog lock");
@@ -358,6 +359,7 @@ impl Store {
                 key_id: c.next_key_id,
                 primary_key: primary_key.to_string(),
                 durability_hard,
+                shards,
             });
             c.next_key_id += 1;
             c.tables.insert(k, t.clone());
@@ -371,38 +373,38 @@ impl Store {
         Ok(t)
     }
 
-    /// Renames a table and/or changes its durability (a `table_config` update).
+    /// Changes a table's configuration (rename, durability, shard count).
     pub fn table_alter(
         self: &Rc<Self>,
         db: &str,
         name: &str,
-        new_name: &str,
-        durability_hard: bool,
+        change: impl FnOnce(&mut TableInfo),
     ) -> Result<Arc<TableInfo>> {
-        let t = {
+        let (t, old_name) = {
             let mut c = self.catalog.write().expect("catalog lock");
             let old_k = (db.to_string(), name.to_string());
-            let new_k = (db.to_string(), new_name.to_string());
             let Some(old) = c.tables.get(&old_k).cloned() else {
                 return Err(op_failed(format!("Table `{db}.{name}` does not exist.")));
             };
-            if name != new_name && c.tables.contains_key(&new_k) {
+            let mut t = (*old).clone();
+            change(&mut t);
+            assert_eq!(t.key_id, old.key_id, "a table keeps its key id");
+            let new_k = (db.to_string(), t.name.clone());
+            if t.name != name && c.tables.contains_key(&new_k) {
                 return Err(op_failed(format!(
-                    "Table `{db}.{new_name}` already exists."
+                    "Table `{db}.{}` already exists.",
+                    t.name
                 )));
             }
-            let mut t = (*old).clone();
-            t.name = new_name.to_string();
-            t.durability_hard = durability_hard;
             let t = Arc::new(t);
             c.tables.remove(&old_k);
             c.tables.insert(new_k, t.clone());
-            t
+            (t, old.name.clone())
         };
-        if name != new_name {
-            self.persist(catalog::table_key(db, name), None)?;
+        if t.name != old_name {
+            self.persist(catalog::table_key(db, &old_name), None)?;
         }
-        self.persist(catalog::table_key(db, new_name), Some(t.encode()))?;
+        self.persist(catalog::table_key(db, &t.name), Some(t.encode()))?;
         Ok(t)
     }
 
