@@ -229,6 +229,11 @@ fn write_pretty(out: &mut String, d: &Datum, depth: usize) {
     }
 }
 
+/// A scalar or pseudo-type datum as a serde_json value (its wire JSON).
+pub fn to_json_value(d: &Datum) -> serde_json::Value {
+    serde_json::from_str(&to_json(d)).unwrap_or(serde_json::Value::Null)
+}
+
 /// Converts parsed JSON to a datum without interpreting pseudo-types.
 pub fn from_json_raw(v: &serde_json::Value) -> Result<Datum> {
     Ok(match v {

@@ -47,6 +47,40 @@ impl Term {
 
 /// Parses a wire-format term: `[type, [args...], {optargs}]`, a bare JSON object
 /// (MAKE_OBJ), or a bare scalar datum.
+/// The wire JSON of a term (what `parse` reads back), for storing functions such as
+/// write hooks.
+pub fn to_wire_json(t: &Term) -> serde_json::Value {
+    use serde_json::Value as J;
+    fn datum(d: &Datum) -> J {
+        match d {
+            Datum::Array(a) => J::Array(vec![
+                J::from(tt::MAKE_ARRAY),
+                J::Array(a.iter().map(datum).collect()),
+            ]),
+            Datum::Object(o) => J::Object(o.iter().map(|(k, v)| (k.clone(), datum(v))).collect()),
+            other => json::to_json_value(other),
+        }
+    }
+    match t {
+        Term::Datum(d) => datum(d),
+        Term::Op(op) => {
+            let mut v = vec![
+                J::from(op.ty),
+                J::Array(op.args.iter().map(|a| to_wire_json(a)).collect()),
+            ];
+            if !op.optargs.is_empty() {
+                v.push(J::Object(
+                    op.optargs
+                        .iter()
+                        .map(|(k, a)| (k.clone(), to_wire_json(a)))
+                        .collect(),
+                ));
+            }
+            J::Array(v)
+        }
+    }
+}
+
 pub fn parse(v: &serde_json::Value) -> Result<Rc<Term>> {
     parse_at(v, 0)
 }

@@ -7,6 +7,7 @@ mod arith;
 mod array;
 mod compile;
 mod control;
+mod hook;
 mod object;
 mod seq;
 mod string;

@@ -52,6 +52,7 @@ pub fn table(store: Rc<Store>, name: &str, uuids: bool) -> Result<Rc<TableRef>> 
         primary_key: "id".into(),
         durability_hard: true,
         shards: 1,
+        write_hook: None,
     });
     Ok(Rc::new(TableRef {
         info,

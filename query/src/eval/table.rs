@@ -241,6 +241,12 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
                 uuids: false,
             }))
         }
+        tt::SET_WRITE_HOOK => {
+            let t = expect_table(&args[0], 0)?;
+            let f = std::mem::replace(&mut args[1], Val::Datum(Datum::Null));
+            Val::Datum(super::hook::set(&t, f)?)
+        }
+        tt::GET_WRITE_HOOK => Val::Datum(super::hook::get(&*expect_table(&args[0], 0)?)),
         tt::GET => {
             let t = expect_table(&args[0], 0)?;
             let key = arg_datum(ctx, args, 1)?;
@@ -505,6 +511,13 @@ fn raw_filter(ctx: &Rc<Ctx>, args: &mut Vec<Val>, opt: &Optargs) -> Result<Val> 
     Ok(Val::Stream(s))
 }
 
+fn ignore_hook(opt: &Optargs) -> Result<bool> {
+    match opt.datum("ignore_write_hook")? {
+        None => Ok(false),
+        Some(d) => boolean(&d),
+    }
+}
+
 fn pk_of(t: &TableInfo, doc: &Datum) -> Option<Datum> {
     match doc {
         Datum::Object(o) => o.get(&t.primary_key).cloned(),
@@ -656,6 +669,7 @@ fn insert(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
     }
     let rc = ReturnChanges::parse(opt.datum("return_changes")?)?;
     let hard = durability(opt, &t.info)?;
+    let hook = super::hook::load(ctx, &t, ignore_hook(opt)?)?;
     let conflict = match opt.get("conflict")? {
         None => Conflict::Error,
         Some(Val::Func(f)) => {
@@ -718,7 +732,7 @@ fn insert(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
             jobs.push(RowJob { pk, known: None });
         }
         let docs = &batch;
-        let mut f = |i: usize, old: &Datum| -> Result<Datum> {
+        let resolve = |i: usize, old: &Datum| -> Result<Datum> {
             let new = docs[i].clone();
             if *old == Datum::Null {
                 return Ok(new);
@@ -734,6 +748,16 @@ fn insert(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
                 Conflict::Func(c) => {
                     c.call_datum(ctx, &[Datum::str(pkey.as_str()), old.clone(), new])
                 }
+            }
+        };
+        let mut f = |i: usize, old: &Datum| -> Result<Datum> {
+            let new = resolve(i, old)?;
+            match &hook {
+                Some(h) => {
+                    let pk = pk_of(&t.info, &docs[i]).unwrap_or(Datum::Null);
+                    super::hook::apply(ctx, h, &pk, old, new)
+                }
+                None => Ok(new),
             }
         };
         // Rows that are not objects fail one by one, as in RethinkDB.
@@ -770,6 +794,7 @@ fn modify(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> Result<Val
         },
     };
     let hard = durability(opt, &t.info)?;
+    let hook = super::hook::load(ctx, &t, ignore_hook(opt)?)?;
     let mut stats = WriteStats::new(rc);
     let compute = |old: &Datum| -> Result<Datum> {
         match (&f, ty) {
@@ -807,14 +832,22 @@ fn modify(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> Result<Val
             return Ok(());
         }
         let mut jobs = Vec::with_capacity(rows.len());
+        let mut pks = Vec::with_capacity(rows.len());
         for (pk, d) in rows {
             let known = match d {
                 Datum::Null => Some(None),
                 d => Some(Some(crate::store::encode_doc(&d)?)),
             };
+            pks.push(pk.clone());
             jobs.push(RowJob { pk, known });
         }
-        let mut g = |_: usize, old: &Datum| compute(old);
+        let mut g = |i: usize, old: &Datum| {
+            let new = compute(old)?;
+            match &hook {
+                Some(h) => super::hook::apply(ctx, h, &pks[i], old, new),
+                None => Ok(new),
+            }
+        };
         replace_rows(&t, jobs, &mut g, hard, rc, stats)
     };
     match target {

@@ -34,6 +34,8 @@ pub struct TableInfo {
     /// Shards the table's configuration asks for (`table_create`/`reconfigure`); on one
     /// server they all live on it, spread over its cores by key hash.
     pub shards: u32,
+    /// The write hook: a three-argument function as wire JSON text.
+    pub write_hook: Option<String>,
 }
 
 #[derive(Default, Debug)]
@@ -94,6 +96,9 @@ impl TableInfo {
         o.insert("primary_key".into(), Datum::str(self.primary_key.as_str()));
         o.insert("durability_hard".into(), Datum::Bool(self.durability_hard));
         o.insert("shards".into(), Datum::Num(f64::from(self.shards)));
+        if let Some(h) = &self.write_hook {
+            o.insert("write_hook".into(), Datum::str(h.as_str()));
+        }
         codec::encode(&Datum::object(o)).expect("catalog entries are small")
     }
     pub fn decode(b: &[u8]) -> Result<TableInfo> {
@@ -116,6 +121,10 @@ impl TableInfo {
             shards: match o.get("shards") {
                 Some(Datum::Num(n)) if *n >= 1.0 && *n <= 64.0 => *n as u32,
                 _ => 1,
+            },
+            write_hook: match o.get("write_hook") {
+                Some(Datum::Str(h)) => Some(h.to_string()),
+                _ => None,
             },
         })
     }
@@ -168,6 +177,7 @@ mod tests {
             primary_key: "id".into(),
             durability_hard: false,
             shards: 3,
+            write_hook: Some("[69,[[2,[1,2,3]],[10,[3]]]]".into()),
         };
         let d = DbInfo {
             id: "b".into(),

@@ -360,6 +360,7 @@ impl Store {
                 primary_key: primary_key.to_string(),
                 durability_hard,
                 shards,
+                write_hook: None,
             });
             c.next_key_id += 1;
             c.tables.insert(k, t.clone());
