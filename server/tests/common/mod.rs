@@ -104,23 +104,41 @@ fn start_with(tag: &str, existing: Option<&std::path::Path>, extra: &[&str]) -> 
     panic!("rdb did not start listening after 5 attempts");
 }
 
-/// Runs a command to completion, failing the test instead of hanging past `secs`.
+/// Runs a command to completion, failing the test instead of hanging past `secs`. Its
+/// output is drained while it runs, so a chatty command cannot block on a full pipe.
 #[allow(dead_code)] // not every test binary that includes this module uses it
 pub fn output_within(cmd: &mut Command, secs: u64) -> std::process::Output {
+    use std::io::Read;
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + Duration::from_secs(secs);
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!("command did not finish within {secs} s");
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
     }
-    child.wait_with_output().unwrap()
 }
 #[allow(dead_code)] // not every test binary that includes this module uses it
 pub fn tests_dir() -> PathBuf {

@@ -137,6 +137,14 @@ pub fn show(b: &[u8]) -> String {
     }
 }
 
+/// A stored value: a document (rdb's binary encoding) as JSON, anything else as bytes.
+pub fn show_value(v: &[u8]) -> String {
+    match rdb_query::codec::decode(v) {
+        Ok(d) => rdb_query::json::to_json(&d),
+        Err(_) => show(v),
+    }
+}
+
 fn parse_key(k: &str) -> Vec<u8> {
     match k.strip_prefix("0x") {
         Some(hex) if hex.len() % 2 == 0 => (0..hex.len())
@@ -321,7 +329,12 @@ fn dump_wal(shard: &Path, from: u64, limit: usize) -> Result<(), String> {
                     for (i, (k, v)) in b.ops.iter().enumerate() {
                         match v {
                             Some(v) => {
-                                println!("  seq {} put {} = {}", seq + i as u64, show(k), show(v))
+                                println!(
+                                    "  seq {} put {} = {}",
+                                    seq + i as u64,
+                                    show(k),
+                                    show_value(v)
+                                )
                             }
                             None => println!("  seq {} delete {}", seq + i as u64, show(k)),
                         }
@@ -381,7 +394,7 @@ fn dump_sst(
         }
         n += 1;
         match &e.value {
-            Some(v) => println!("{} @{} = {}", show(&e.key), e.seq, show(v)),
+            Some(v) => println!("{} @{} = {}", show(&e.key), e.seq, show_value(v)),
             None => println!("{} @{} deleted", show(&e.key), e.seq),
         }
     }
