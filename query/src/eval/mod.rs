@@ -367,6 +367,14 @@ fn check_at(t: &Term, scope: &mut Vec<i64>, implicit_depth: u32, writes_ok: bool
         ));
     }
     let child_ok = |zeroth: bool| writes_ok && (zeroth || !forbids_writes(op.ty));
+    if op.ty == tt::ASC || op.ty == tt::DESC {
+        // Legal only where `order_by` or an ordered `union` reads them; those callers
+        // check the inner term directly.
+        return Err(crate::error::compile(format!(
+            "{} may only be used as an argument to ORDER_BY or UNION.",
+            if op.ty == tt::ASC { "ASC" } else { "DESC" }
+        )));
+    }
     match op.ty {
         tt::VAR => {
             let id = var_id(op)?;
@@ -424,7 +432,34 @@ fn check_at(t: &Term, scope: &mut Vec<i64>, implicit_depth: u32, writes_ok: bool
             op.args.len(),
         )));
     }
+    // `order_by(r.desc(...))`, `order_by(index=r.desc(...))`, `union(interleave=r.desc(..))`
+    // and `union(interleave=[r.asc(...), ...])`: check what ASC/DESC wrap.
+    let ordering = |t: &Rc<Term>| -> Rc<Term> {
+        match &**t {
+            Term::Op(o) if (o.ty == tt::ASC || o.ty == tt::DESC) && o.args.len() == 1 => {
+                o.args[0].clone()
+            }
+            _ => t.clone(),
+        }
+    };
     for (k, v) in &op.optargs {
+        let v = &match (op.ty, k.as_str(), &**v) {
+            (tt::ORDER_BY, "index", _) | (tt::UNION, "interleave", _) => match &**v {
+                Term::Op(o) if o.ty == tt::MAKE_ARRAY && op.ty == tt::UNION => {
+                    for (i, a) in o.args.iter().enumerate() {
+                        check_at(&ordering(a), scope, implicit_depth, child_ok(false)).map_err(
+                            |e| {
+                                e.with_frame(Frame::Pos(i))
+                                    .with_frame(Frame::Opt(k.clone()))
+                            },
+                        )?;
+                    }
+                    continue;
+                }
+                _ => ordering(v),
+            },
+            _ => v.clone(),
+        };
         if !spec.optargs.contains(&k.as_str()) {
             return Err(
                 crate::error::compile(format!("Unrecognized optional argument `{k}`."))
@@ -435,6 +470,11 @@ fn check_at(t: &Term, scope: &mut Vec<i64>, implicit_depth: u32, writes_ok: bool
             .map_err(|e| e.with_frame(Frame::Opt(k.clone())))?;
     }
     for (i, a) in op.args.iter().enumerate() {
+        let a = &if op.ty == tt::ORDER_BY {
+            ordering(a)
+        } else {
+            a.clone()
+        };
         check_at(a, scope, implicit_depth, child_ok(i == 0))
             .map_err(|e| e.with_frame(Frame::Pos(i)))?;
     }

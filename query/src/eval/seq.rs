@@ -242,6 +242,122 @@ fn field_or_func(ctx: &Ctx, args: &mut [Val], i: usize) -> Result<Callable> {
     }
 }
 
+/// `union(interleave=...)`: `None` to concatenate (a boolean), else the ordering the
+/// inputs follow (field names or functions, each maybe wrapped in `r.asc`/`r.desc`).
+fn union_ordering(ctx: &Rc<Ctx>, opt: &Optargs) -> Result<Option<Vec<SortKey>>> {
+    let Some((_, t)) = opt.op.optargs.iter().find(|(k, _)| k == "interleave") else {
+        return Ok(None);
+    };
+    let items: Vec<Rc<crate::term::Term>> = match &**t {
+        crate::term::Term::Op(o) if o.ty == tt::MAKE_ARRAY => o.args.clone(),
+        crate::term::Term::Datum(Datum::Array(a)) => a
+            .iter()
+            .map(|d| Rc::new(crate::term::Term::Datum(d.clone())))
+            .collect(),
+        _ => vec![t.clone()],
+    };
+    let mut keys = Vec::with_capacity(items.len());
+    for it in items {
+        let (descending, inner) = match &*it {
+            crate::term::Term::Op(o) if o.ty == tt::ASC || o.ty == tt::DESC => {
+                (o.ty == tt::DESC, o.args[0].clone())
+            }
+            _ => (false, it.clone()),
+        };
+        let v = super::eval(ctx, opt.env, &inner)
+            .map_err(|e| e.with_frame(Frame::Opt("interleave".into())))?;
+        let key = match v {
+            Val::Datum(Datum::Bool(_)) if keys.is_empty() => return Ok(None),
+            Val::Func(f) => Callable::Func(f),
+            Val::Datum(d @ Datum::Str(_)) => Callable::Field(d),
+            other => {
+                return Err(logic(format!(
+                    "Expected type STRING or FUNCTION for `interleave` but found {}.",
+                    other.type_name()
+                )))
+            }
+        };
+        keys.push(SortKey { key, descending });
+    }
+    Ok(Some(keys))
+}
+
+/// Merges streams that each follow `keys` into one that does, failing if one does not.
+fn ordered_union(ctx: &Rc<Ctx>, streams: Vec<Stream>, keys: Vec<SortKey>) -> Stream {
+    struct Input {
+        stream: Stream,
+        head: Option<(Vec<Datum>, Datum)>,
+        started: bool,
+    }
+    let ctx = ctx.clone();
+    let key_of = move |ctx: &Rc<Ctx>, keys: &[SortKey], d: &Datum| -> Result<Vec<Datum>> {
+        keys.iter()
+            .map(|k| match k.key.call_datum(ctx, std::slice::from_ref(d)) {
+                Ok(v) => Ok(v),
+                Err(e) if e.kind == ErrorKind::NonExistence => Ok(Datum::MinVal),
+                Err(e) => Err(e),
+            })
+            .collect()
+    };
+    let cmp = |keys: &[SortKey], a: &[Datum], b: &[Datum]| -> Ordering {
+        for (i, k) in keys.iter().enumerate() {
+            let c = a[i].cmp_datum(&b[i]);
+            let c = if k.descending { c.reverse() } else { c };
+            if c != Ordering::Equal {
+                return c;
+            }
+        }
+        Ordering::Equal
+    };
+    let mut inputs: Vec<Input> = streams
+        .into_iter()
+        .map(|stream| Input {
+            stream,
+            head: None,
+            started: false,
+        })
+        .collect();
+    let iter = std::iter::from_fn(move || {
+        let mut step = || -> Result<Option<Datum>> {
+            for inp in inputs.iter_mut() {
+                if !inp.started {
+                    inp.started = true;
+                    if let Some(d) = inp.stream.next_datum()? {
+                        inp.head = Some((key_of(&ctx, &keys, &d)?, d));
+                    }
+                }
+            }
+            let mut best: Option<usize> = None;
+            for (i, inp) in inputs.iter().enumerate() {
+                let Some((k, _)) = &inp.head else { continue };
+                best = match best {
+                    Some(b)
+                        if cmp(&keys, &inputs[b].head.as_ref().expect("head").0, k)
+                            != Ordering::Greater =>
+                    {
+                        Some(b)
+                    }
+                    _ => Some(i),
+                };
+            }
+            let Some(b) = best else { return Ok(None) };
+            let (k, d) = inputs[b].head.take().expect("chosen input has a head");
+            if let Some(next) = inputs[b].stream.next_datum()? {
+                let nk = key_of(&ctx, &keys, &next)?;
+                if cmp(&keys, &nk, &k) == Ordering::Less {
+                    return Err(logic(
+                        "The streams given as arguments are not ordered by given ordering.",
+                    ));
+                }
+                inputs[b].head = Some((nk, next));
+            }
+            Ok(Some(d))
+        };
+        step().transpose()
+    });
+    Stream::new(Box::new(iter), false)
+}
+
 /// Whether `filter` keeps row `d`: the predicate's verdict, or on a missing field the
 /// `default` (absent: drop the row; `r.error()`: re-raise).
 pub fn filter_keep(
@@ -441,14 +557,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
             if ty == tt::ASC { "ASC" } else { "DESC" }
         ))),
         tt::UNION => {
-            if opt.has("interleave") {
-                let il = opt.datum("interleave")?;
-                if let Some(d) = il {
-                    if !matches!(d, Datum::Bool(_)) {
-                        return Err(logic("`interleave` must be a boolean or a field name: ordered union is not supported by this server yet."));
-                    }
-                }
-            }
+            let order = union_ordering(ctx, opt)?;
             let mut all_arrays = true;
             let mut infinite = false;
             let mut streams = Vec::new();
@@ -458,6 +567,9 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
                 let st = s.into_stream();
                 infinite |= st.infinite;
                 streams.push(st);
+            }
+            if let Some(keys) = order {
+                return finish(ctx, ordered_union(ctx, streams, keys), all_arrays);
             }
             let iter = streams.into_iter().flat_map(|s| s.into_datum_iter());
             finish(ctx, Stream::new(Box::new(iter), infinite), all_arrays)
