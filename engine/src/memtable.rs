@@ -1,28 +1,52 @@
 //! The in-memory write buffer: versioned entries in internal order.
 
 use crate::entry::{Entry, Seq};
-use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 /// Approximate per-entry overhead in the map, for the flush threshold.
 const ENTRY_OVERHEAD_BYTES: usize = 48;
 
-/// (user key, newest-first seq) -> value or tombstone.
-type VersionMap = BTreeMap<(Vec<u8>, Reverse<Seq>), Option<Vec<u8>>>;
+/// One key's versions, oldest first (ascending sequence numbers).
+type Versions = Vec<(Seq, Option<Vec<u8>>)>;
 
+/// The memtable's entries in internal order: user key ascending, then sequence number
+/// descending. Versions are grouped under their key so a point read looks the key up by
+/// reference, without building a search key.
 #[derive(Default)]
 pub struct Memtable {
-    map: VersionMap,
+    map: BTreeMap<Vec<u8>, Versions>,
+    entries: usize,
     bytes: usize,
     /// Highest WAL LSN whose writes are in this memtable.
     pub last_lsn: u64,
 }
 
+fn entry(k: &[u8], v: &(Seq, Option<Vec<u8>>)) -> Entry {
+    Entry {
+        key: k.to_vec(),
+        seq: v.0,
+        value: v.1.clone(),
+    }
+}
+
 impl Memtable {
     pub fn insert(&mut self, key: Vec<u8>, seq: Seq, value: Option<Vec<u8>>) {
         self.bytes += key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD_BYTES;
-        self.map.insert((key, Reverse(seq)), value);
+        let versions = self.map.entry(key).or_default();
+        // Sequence numbers arrive in increasing order; keep the list sorted regardless.
+        match versions.last() {
+            Some((last, _)) if *last >= seq => {
+                let at = versions.partition_point(|(s, _)| *s < seq);
+                if versions.get(at).is_some_and(|(s, _)| *s == seq) {
+                    versions[at].1 = value;
+                    return;
+                }
+                versions.insert(at, (seq, value));
+            }
+            _ => versions.push((seq, value)),
+        }
+        self.entries += 1;
     }
 
     pub fn bytes(&self) -> usize {
@@ -34,61 +58,84 @@ impl Memtable {
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.entries
     }
 
     /// The newest version of `key` with seq <= `snap`: `Some(None)` is a tombstone.
     pub fn get(&self, key: &[u8], snap: Seq) -> Option<Option<Vec<u8>>> {
-        let lo = (key.to_vec(), Reverse(snap));
-        let ((k, _), v) = self.map.range(lo..).next()?;
-        (k.as_slice() == key).then(|| v.clone())
+        let versions = self.map.get(key)?;
+        versions
+            .iter()
+            .rev()
+            .find(|(s, _)| *s <= snap)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The newest version of the first key after (or, in reverse, the oldest version of
+    /// the last key before) `key`.
+    fn next_key(&self, key: Option<&[u8]>, reverse: bool) -> Option<Entry> {
+        let item = match (key, reverse) {
+            (None, false) => self.map.iter().next(),
+            (None, true) => self.map.iter().next_back(),
+            (Some(k), false) => self
+                .map
+                .range::<[u8], _>((Bound::Excluded(k), Bound::Unbounded))
+                .next(),
+            (Some(k), true) => self
+                .map
+                .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(k)))
+                .next_back(),
+        };
+        let (k, versions) = item?;
+        let v = if reverse {
+            versions.first()
+        } else {
+            versions.last()
+        };
+        Some(entry(k, v.expect("a key has at least one version")))
     }
 
     /// The first entry strictly after (or, in reverse, strictly before) the position
     /// `after` in internal order, or the first/last entry when `after` is `None`.
     pub fn step(&self, after: Option<(&[u8], Seq)>, reverse: bool) -> Option<Entry> {
-        let item = match (after, reverse) {
-            (None, false) => self.map.iter().next(),
-            (None, true) => self.map.iter().next_back(),
-            (Some((k, s)), false) => self
-                .map
-                .range((Bound::Excluded((k.to_vec(), Reverse(s))), Bound::Unbounded))
-                .next(),
-            (Some((k, s)), true) => self
-                .map
-                .range((Bound::Unbounded, Bound::Excluded((k.to_vec(), Reverse(s)))))
-                .next_back(),
+        let Some((k, s)) = after else {
+            return self.next_key(None, reverse);
         };
-        item.map(|((k, Reverse(s)), v)| Entry {
-            key: k.clone(),
-            seq: *s,
-            value: v.clone(),
-        })
+        if let Some(versions) = self.map.get(k) {
+            // Forward goes to older versions of the key (smaller seq), reverse to newer.
+            let v = if reverse {
+                versions.iter().find(|(vs, _)| *vs > s)
+            } else {
+                versions.iter().rev().find(|(vs, _)| *vs < s)
+            };
+            if let Some(v) = v {
+                return Some(entry(k, v));
+            }
+        }
+        self.next_key(Some(k), reverse)
     }
 
     /// The first entry at or after (k, s) in internal order (forward), or at or before
     /// it (reverse).
     pub fn seek(&self, k: &[u8], s: Seq, reverse: bool) -> Option<Entry> {
-        let pos = (k.to_vec(), Reverse(s));
-        let item = if reverse {
-            self.map.range(..=pos).next_back()
-        } else {
-            self.map.range(pos..).next()
-        };
-        item.map(|((k, Reverse(s)), v)| Entry {
-            key: k.clone(),
-            seq: *s,
-            value: v.clone(),
-        })
+        if let Some(versions) = self.map.get(k) {
+            let v = if reverse {
+                versions.iter().find(|(vs, _)| *vs >= s)
+            } else {
+                versions.iter().rev().find(|(vs, _)| *vs <= s)
+            };
+            if let Some(v) = v {
+                return Some(entry(k, v));
+            }
+        }
+        self.next_key(Some(k), reverse)
     }
 
     /// Every entry in internal order (for flushing).
     pub fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
-        self.map.iter().map(|((k, Reverse(s)), v)| Entry {
-            key: k.clone(),
-            seq: *s,
-            value: v.clone(),
-        })
+        self.map
+            .iter()
+            .flat_map(|(k, versions)| versions.iter().rev().map(move |v| entry(k, v)))
     }
 }
 

@@ -89,7 +89,7 @@ type ReadView<F> = (
     Seq,
     Vec<Rc<RefCell<Memtable>>>,
     Rc<Version>,
-    HashMap<u64, Rc<SstReader<F>>>,
+    Rc<HashMap<u64, Rc<SstReader<F>>>>,
 );
 
 struct State<F: Fs> {
@@ -97,7 +97,8 @@ struct State<F: Fs> {
     /// Frozen memtables waiting to be flushed, newest first.
     imm: Vec<Rc<RefCell<Memtable>>>,
     version: Rc<Version>,
-    readers: HashMap<u64, Rc<SstReader<F>>>,
+    /// Shared with in-flight reads (copied on change), so a read takes no allocation.
+    readers: Rc<HashMap<u64, Rc<SstReader<F>>>>,
     next_seq: Seq,
     visible_seq: Seq,
     failed: Option<String>,
@@ -179,7 +180,7 @@ impl<F: Fs> Shard<F> {
                 mem: Rc::new(RefCell::new(mem)),
                 imm: Vec::new(),
                 version: Rc::new(version),
-                readers,
+                readers: Rc::new(readers),
                 next_seq: last_seq + 1,
                 visible_seq: last_seq,
                 failed: None,
@@ -590,9 +591,9 @@ impl<F: Fs> Shard<F> {
         {
             let mut st = self.st.borrow_mut();
             st.version = Rc::new(v);
-            st.readers.extend(opened);
+            Rc::make_mut(&mut st.readers).extend(opened);
             for no in removed {
-                st.readers.remove(no);
+                Rc::make_mut(&mut st.readers).remove(no);
             }
         }
         for no in removed {
