@@ -28,6 +28,10 @@ pub struct ShardOptions {
     pub wal: WalOptions,
     /// Old manifests kept for inspection.
     pub manifests_kept: usize,
+    /// Flush and compact inside the write that fills the memtable (simple and
+    /// self-contained). Off when the owner runs `maintain` in a background task (the
+    /// server does, so no query waits for a compaction).
+    pub maintain_in_writes: bool,
 }
 
 impl Default for ShardOptions {
@@ -40,6 +44,7 @@ impl Default for ShardOptions {
             compaction: CompactionOptions::default(),
             wal: WalOptions::default(),
             manifests_kept: 4,
+            maintain_in_writes: true,
         }
     }
 }
@@ -268,11 +273,15 @@ impl<F: Fs> Shard<F> {
             st.visible_seq = st.visible_seq.max(last);
         }
         self.bump(|s| s.user_bytes_written += user_bytes);
-        let full = self.st.borrow().mem.borrow().bytes() >= self.opts.memtable_bytes_max;
-        if full {
+        if self.opts.maintain_in_writes && self.needs_maintenance() {
             self.maintain().await?;
         }
         Ok(last)
+    }
+
+    /// True when the memtable is full and `maintain` should run.
+    pub fn needs_maintenance(&self) -> bool {
+        self.st.borrow().mem.borrow().bytes() >= self.opts.memtable_bytes_max
     }
 
     pub async fn put(&self, key: &[u8], value: &[u8], durability: Durability) -> Result<Seq> {

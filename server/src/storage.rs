@@ -107,7 +107,11 @@ impl Wiring {
         let fs = DmaFs::new(&dir)
             .await
             .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let shard = Shard::open(fs, &dir, ShardOptions::default())
+        let opts = ShardOptions {
+            maintain_in_writes: false,
+            ..ShardOptions::default()
+        };
+        let shard = Shard::open(fs, &dir, opts)
             .await
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         Ok(LocalShard::new(shard))

@@ -5,7 +5,7 @@
 use crate::error::{ErrorKind, ReqlError, Result};
 use rdb_engine::{Durability, Shard, WriteBatch};
 use rdb_io::fs::Fs;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::future::Future;
 use std::ops::Bound;
@@ -113,6 +113,42 @@ impl KeyLocks {
 pub struct LocalShard<F: Fs> {
     shard: Shard<F>,
     locks: KeyLocks,
+    /// A background flush/compaction task is running.
+    maintaining: Cell<bool>,
+}
+
+/// How often a storage operation that has not finished is reported.
+const SLOW_REPORT_SECS: u64 = 10;
+
+/// Runs a storage operation, logging a warning (with the stage it is in) every
+/// `SLOW_REPORT_SECS` it stays unfinished: a stuck write holds its keys' locks, so it must
+/// be visible.
+async fn watched<T>(
+    what: &'static str,
+    stage: &Cell<&'static str>,
+    fut: impl Future<Output = T>,
+) -> T {
+    let mut fut = std::pin::pin!(fut);
+    let mut waited = 0;
+    loop {
+        let done = futures_lite::future::or(async { Some(fut.as_mut().await) }, async {
+            rdb_io::sleep(std::time::Duration::from_secs(SLOW_REPORT_SECS)).await;
+            None
+        })
+        .await;
+        match done {
+            Some(v) => return v,
+            None => {
+                waited += SLOW_REPORT_SECS;
+                tracing::warn!(
+                    what,
+                    stage = stage.get(),
+                    waited_secs = waited,
+                    "storage operation is slow"
+                );
+            }
+        }
+    }
 }
 
 fn storage_err(e: rdb_engine::Error) -> ReqlError {
@@ -124,6 +160,7 @@ impl<F: Fs + 'static> LocalShard<F> {
         Rc::new(LocalShard {
             shard,
             locks: KeyLocks::default(),
+            maintaining: Cell::new(false),
         })
     }
 
@@ -131,9 +168,16 @@ impl<F: Fs + 'static> LocalShard<F> {
         &self.shard
     }
 
-    async fn do_write(&self, ops: Vec<CasOp>, hard: bool) -> Result<Vec<CasOutcome>> {
+    async fn do_write(
+        &self,
+        ops: Vec<CasOp>,
+        hard: bool,
+        stage: &Cell<&'static str>,
+    ) -> Result<Vec<CasOutcome>> {
         let keys = ops.iter().map(|o| o.key.clone()).collect();
+        stage.set("waiting for key locks");
         let _guard = self.locks.lock(keys).await;
+        stage.set("reading current values");
         let mut batch = WriteBatch::new();
         let mut out = Vec::with_capacity(ops.len());
         // Later ops in one request see earlier ones (two inserts of one key conflict).
@@ -165,11 +209,33 @@ impl<F: Fs + 'static> LocalShard<F> {
         } else {
             Durability::Soft
         };
+        stage.set("writing");
         self.shard
             .write(batch, durability)
             .await
             .map_err(storage_err)?;
         Ok(out)
+    }
+
+    /// Starts flushing and compacting in the background once the memtable is full, so
+    /// no write waits for it (the shard is opened with `maintain_in_writes` off).
+    fn kick_maintenance(self: &Rc<Self>) {
+        if self.maintaining.get() || !self.shard.needs_maintenance() {
+            return;
+        }
+        self.maintaining.set(true);
+        let me = self.clone();
+        rdb_io::spawn_local(async move {
+            // Writes keep filling the next memtable meanwhile: go again until caught up.
+            while me.shard.needs_maintenance() {
+                if let Err(e) = me.shard.maintain().await {
+                    // The shard refuses writes from now on; the error is logged there.
+                    tracing::error!("background maintenance failed: {e}");
+                    break;
+                }
+            }
+            me.maintaining.set(false);
+        });
     }
 
     /// Serves requests from other cores until every sender is gone.
@@ -207,7 +273,12 @@ fn as_ref_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 
 impl<F: Fs + 'static> ShardOps for LocalShard<F> {
     fn get(self: Rc<Self>, key: Vec<u8>) -> LocalFuture<Result<Option<Vec<u8>>>> {
-        Box::pin(async move { self.shard.get(&key, None).await.map_err(storage_err) })
+        Box::pin(async move {
+            let stage = Cell::new("reading");
+            watched("get", &stage, self.shard.get(&key, None))
+                .await
+                .map_err(storage_err)
+        })
     }
     fn scan(self: Rc<Self>, r: ScanReq) -> LocalFuture<Result<Rows>> {
         Box::pin(async move {
@@ -224,7 +295,12 @@ impl<F: Fs + 'static> ShardOps for LocalShard<F> {
         })
     }
     fn write(self: Rc<Self>, ops: Vec<CasOp>, hard: bool) -> LocalFuture<Result<Vec<CasOutcome>>> {
-        Box::pin(async move { self.do_write(ops, hard).await })
+        Box::pin(async move {
+            let stage = Cell::new("starting");
+            let r = watched("write", &stage, self.do_write(ops, hard, &stage)).await;
+            self.kick_maintenance();
+            r
+        })
     }
     fn sync(self: Rc<Self>) -> LocalFuture<Result<()>> {
         Box::pin(async move { self.shard.sync().await.map_err(storage_err) })
