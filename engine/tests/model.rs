@@ -47,6 +47,7 @@ fn opts() -> ShardOptions {
             soft_buffer_bytes_max: 1 << 20,
         },
         manifests_kept: 2,
+        maintain_in_writes: true,
     }
 }
 
