@@ -199,13 +199,13 @@ fn run_connection(o: &Opts, mut gen: workload::Generator, sh: &Shared) -> Result
                 sh.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if sh.stop.load(Ordering::Relaxed) {
+        let limit_reached = o
+            .ops
+            .is_some_and(|limit| sh.ops.load(Ordering::Relaxed) + sent.len() as u64 >= limit);
+        if sh.stop.load(Ordering::Relaxed) || limit_reached {
+            // Queries written but not yet flushed must go out, or their answers never come.
+            c.flush().map_err(|e| e.to_string())?;
             continue;
-        }
-        if let Some(limit) = o.ops {
-            if sh.ops.load(Ordering::Relaxed) + sent.len() as u64 >= limit {
-                continue;
-            }
         }
         send(&mut c, &mut sent, &mut next)?;
         // Refill the pipeline with one write per burst of responses.
