@@ -12,8 +12,11 @@ pub struct BlockCache {
     inner: RefCell<Inner>,
 }
 
+/// Block ids are (file number, offset): small integers that need no DoS-resistant hash.
+type FastHash = std::hash::BuildHasherDefault<rustc_hash::FxHasher>;
+
 struct Inner {
-    lru: LruCache<(u64, u64), (Block, usize)>,
+    lru: LruCache<(u64, u64), (Block, usize), FastHash>,
     bytes: usize,
     budget_bytes: usize,
     hits: u64,
@@ -24,7 +27,7 @@ impl BlockCache {
     pub fn new(budget_bytes: usize) -> BlockCache {
         BlockCache {
             inner: RefCell::new(Inner {
-                lru: LruCache::unbounded(),
+                lru: LruCache::unbounded_with_hasher(FastHash::default()),
                 bytes: 0,
                 budget_bytes,
                 hits: 0,

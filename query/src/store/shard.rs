@@ -6,7 +6,6 @@ use crate::error::{ErrorKind, ReqlError, Result};
 use rdb_engine::{Durability, Shard, WriteBatch};
 use rdb_io::fs::Fs;
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
 use std::future::Future;
 use std::ops::Bound;
 use std::pin::Pin;
@@ -68,7 +67,7 @@ pub enum Request {
 /// Keys with a write in progress; writers of the same key queue behind each other.
 #[derive(Default)]
 struct KeyLocks {
-    held: RefCell<HashSet<Vec<u8>>>,
+    held: RefCell<rustc_hash::FxHashSet<Vec<u8>>>,
     released: event_listener::Event,
 }
 
@@ -181,8 +180,8 @@ impl<F: Fs + 'static> LocalShard<F> {
         let mut batch = WriteBatch::new();
         let mut out = Vec::with_capacity(ops.len());
         // Later ops in one request see earlier ones (two inserts of one key conflict).
-        let mut pending: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>> =
-            std::collections::HashMap::new();
+        let mut pending: rustc_hash::FxHashMap<Vec<u8>, Option<Vec<u8>>> =
+            rustc_hash::FxHashMap::default();
         for op in ops {
             let current = match pending.get(&op.key) {
                 Some(v) => v.clone(),
