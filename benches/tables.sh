@@ -9,13 +9,7 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 SECS=${2:-5}
 KEYS=${3:-1000000}
-cargo build --release -q --bin rdb -p rdb-server -p rdb-bench
-dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-taskset -c 0 target/release/rdb --directory "$dir/data" --driver-port "$port" --cores 1 >"$dir/log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+. benches/start_rdb.sh
 bench() { taskset -c 1 target/release/rdb-bench --port "$port" --server-pid "$pid" --json "$@"; }
 
 # The table and its KEYS documents (the load itself is the batched-insert measurement's

@@ -7,13 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 SECS=${2:-5}
-cargo build --release -q --bin rdb -p rdb-server -p rdb-bench
-dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-taskset -c 0 target/release/rdb --directory "$dir/data" --driver-port "$port" --cores 1 >"$dir/log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+. benches/start_rdb.sh
 printf "%-10s %-12s %-14s %-10s %-10s\n" pipeline connections "ops/s" "p99 us" "cpu us/op"
 for depth in 1 4 32; do
   rows=()

@@ -2,9 +2,8 @@
 //! per-table `config`, `status`, `wait`, `sync`, `info` documents of a one-server
 //! deployment.
 
-use super::table::{TableRef, SYSTEM_DB};
-use super::types::check_name;
-use super::{arg_datum, string, Ctx, Optargs, Val};
+use super::table::{default_db, name_arg, op_failed, parse_durability, store, TableRef, SYSTEM_DB};
+use super::{string, Ctx, Optargs, Val};
 use crate::datum::{Datum, Object};
 use crate::error::{logic, ErrorKind, ReqlError, Result};
 use crate::store::catalog::{DbInfo, TableInfo};
@@ -29,12 +28,6 @@ fn special(msg: &str) -> ReqlError {
         ErrorKind::OpFailed,
         format!("Database `{SYSTEM_DB}` is special; {msg}"),
     )
-}
-
-fn store(ctx: &Ctx) -> Result<Rc<Store>> {
-    ctx.store
-        .clone()
-        .ok_or_else(|| logic("This query needs tables, and no storage is attached."))
 }
 
 pub fn db_config(db: &DbInfo) -> Datum {
@@ -131,13 +124,6 @@ pub fn table_info(t: &TableRef) -> Datum {
     ])
 }
 
-fn default_db(ctx: &Ctx) -> String {
-    match ctx.global_optargs.get("db") {
-        Some(Datum::Str(s)) => s.to_string(),
-        _ => "test".into(),
-    }
-}
-
 /// db_create, db_drop, db_list, table_create, table_drop, table_list.
 pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Result<Val> {
     let st = store(ctx)?;
@@ -162,9 +148,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
             Datum::array(names)
         }
         tt::DB_CREATE => {
-            let name_d = arg_datum(ctx, args, 0)?;
-            let name = string(&name_d)?;
-            check_name(name, "Database")?;
+            let name = &name_arg(ctx, args, 0, "Database")?;
             if name == SYSTEM_DB {
                 return Err(ReqlError::new(
                     ErrorKind::OpFailed,
@@ -178,9 +162,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
             ])
         }
         tt::DB_DROP => {
-            let name_d = arg_datum(ctx, args, 0)?;
-            let name = string(&name_d)?;
-            check_name(name, "Database")?;
+            let name = &name_arg(ctx, args, 0, "Database")?;
             if name == SYSTEM_DB {
                 return Err(special("you can't delete it."));
             }
@@ -210,24 +192,14 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
             Datum::array(names)
         }
         tt::TABLE_CREATE => {
-            let name_d = arg_datum(ctx, args, 0)?;
-            let name = string(&name_d)?;
-            check_name(name, "Table")?;
+            let name = &name_arg(ctx, args, 0, "Table")?;
             let pk = match opt.datum("primary_key")? {
                 None => "id".to_string(),
                 Some(d) => string(&d)?.to_string(),
             };
             let hard = match opt.datum("durability")? {
                 None => true,
-                Some(d) => match string(&d)? {
-                    "hard" => true,
-                    "soft" => false,
-                    other => {
-                        return Err(logic(format!(
-                            "Durability option `{other}` unrecognized (options are \"hard\" and \"soft\")."
-                        )))
-                    }
-                },
+                Some(d) => parse_durability(&d)?,
             };
             let shards = parse_shards(opt)?.unwrap_or(1);
             if opt.has("replicas") || opt.has("primary_replica_tag") {
@@ -243,9 +215,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
             ])
         }
         tt::TABLE_DROP => {
-            let name_d = arg_datum(ctx, args, 0)?;
-            let name = string(&name_d)?;
-            check_name(name, "Table")?;
+            let name = &name_arg(ctx, args, 0, "Table")?;
             if db == SYSTEM_DB {
                 return Err(special("you can't drop tables in it."));
             }
@@ -382,10 +352,6 @@ fn parse_shards(opt: &Optargs) -> Result<Option<u32>> {
         return Err(logic("Maximum number of shards is 64."));
     }
     Ok(Some(n as u32))
-}
-
-fn op_failed(msg: impl Into<String>) -> ReqlError {
-    ReqlError::new(ErrorKind::OpFailed, msg)
 }
 
 /// Checks `replicas`/`primary_replica_tag`/`nonvoting_replica_tags` against a

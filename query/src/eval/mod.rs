@@ -792,6 +792,20 @@ impl Optargs<'_> {
     pub fn has(&self, key: &str) -> bool {
         self.op.optargs.iter().any(|(k, _)| k == key)
     }
+
+    /// A `left_bound`/`right_bound` optarg: `true` for "open", `false` for "closed".
+    pub fn open_bound(&self, key: &str, default_open: bool) -> Result<bool> {
+        match self.datum(key)? {
+            None => Ok(default_open),
+            Some(d) => match string(&d)? {
+                "open" => Ok(true),
+                "closed" => Ok(false),
+                other => Err(logic(format!(
+                    "Expected `open` or `closed` for optarg `{key}` (got `{other}`)."
+                ))),
+            },
+        }
+    }
 }
 
 /// Evaluates positional arguments, expanding `r.args` and re-checking arity after it.

@@ -1,7 +1,7 @@
 //! Sequences: lazy streams, and the sequence terms (map, filter, reduce, order_by,
 //! group...). Array inputs produce arrays eagerly; stream inputs stay lazy.
 
-use super::{arg_datum, int, num, string, Callable, Ctx, Grouped, Optargs, Val};
+use super::{arg_datum, int, num, Callable, Ctx, Grouped, Optargs, Val};
 use crate::datum::{Datum, Object};
 use crate::error::{logic, non_existence, ErrorKind, Frame, ReqlError, Result};
 use crate::term_type as tt;
@@ -36,6 +36,17 @@ pub struct Selection {
     pub bounds: Option<crate::store::KeyRange>,
     /// Already ordered by an index (a second indexed order_by is an error).
     pub sorted: bool,
+}
+
+impl Selection {
+    pub fn new(table: Rc<super::table::TableRef>, kind: &'static str) -> Selection {
+        Selection {
+            table,
+            kind,
+            bounds: None,
+            sorted: false,
+        }
+    }
 }
 
 impl Stream {
@@ -290,25 +301,6 @@ fn ordered_union(ctx: &Rc<Ctx>, streams: Vec<Stream>, keys: Vec<SortKey>) -> Str
         started: bool,
     }
     let ctx = ctx.clone();
-    let key_of = move |ctx: &Rc<Ctx>, keys: &[SortKey], d: &Datum| -> Result<Vec<Datum>> {
-        keys.iter()
-            .map(|k| match k.key.call_datum(ctx, std::slice::from_ref(d)) {
-                Ok(v) => Ok(v),
-                Err(e) if e.kind == ErrorKind::NonExistence => Ok(Datum::MinVal),
-                Err(e) => Err(e),
-            })
-            .collect()
-    };
-    let cmp = |keys: &[SortKey], a: &[Datum], b: &[Datum]| -> Ordering {
-        for (i, k) in keys.iter().enumerate() {
-            let c = a[i].cmp_datum(&b[i]);
-            let c = if k.descending { c.reverse() } else { c };
-            if c != Ordering::Equal {
-                return c;
-            }
-        }
-        Ordering::Equal
-    };
     let mut inputs: Vec<Input> = streams
         .into_iter()
         .map(|stream| Input {
@@ -323,7 +315,7 @@ fn ordered_union(ctx: &Rc<Ctx>, streams: Vec<Stream>, keys: Vec<SortKey>) -> Str
                 if !inp.started {
                     inp.started = true;
                     if let Some(d) = inp.stream.next_datum()? {
-                        inp.head = Some((key_of(&ctx, &keys, &d)?, d));
+                        inp.head = Some((sort_values(&ctx, &keys, &d)?, d));
                     }
                 }
             }
@@ -332,7 +324,7 @@ fn ordered_union(ctx: &Rc<Ctx>, streams: Vec<Stream>, keys: Vec<SortKey>) -> Str
                 let Some((k, _)) = &inp.head else { continue };
                 best = match best {
                     Some(b)
-                        if cmp(&keys, &inputs[b].head.as_ref().expect("head").0, k)
+                        if cmp_sort_values(&keys, &inputs[b].head.as_ref().expect("head").0, k)
                             != Ordering::Greater =>
                     {
                         Some(b)
@@ -343,8 +335,8 @@ fn ordered_union(ctx: &Rc<Ctx>, streams: Vec<Stream>, keys: Vec<SortKey>) -> Str
             let Some(b) = best else { return Ok(None) };
             let (k, d) = inputs[b].head.take().expect("chosen input has a head");
             if let Some(next) = inputs[b].stream.next_datum()? {
-                let nk = key_of(&ctx, &keys, &next)?;
-                if cmp(&keys, &nk, &k) == Ordering::Less {
+                let nk = sort_values(&ctx, &keys, &next)?;
+                if cmp_sort_values(&keys, &nk, &k) == Ordering::Less {
                     return Err(logic(
                         "The streams given as arguments are not ordered by given ordering.",
                     ));
@@ -819,20 +811,8 @@ pub fn nth(ctx: &Rc<Ctx>, v: Val, idx: &Datum) -> Result<Val> {
 }
 
 fn slice(ctx: &Rc<Ctx>, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
-    let bound = |key: &str, default: &str| -> Result<bool> {
-        match opt.datum(key)? {
-            None => Ok(default == "open"),
-            Some(d) => match string(&d)? {
-                "open" => Ok(true),
-                "closed" => Ok(false),
-                other => Err(logic(format!(
-                    "Expected `open` or `closed` for optarg `{key}` (got `{other}`)."
-                ))),
-            },
-        }
-    };
-    let left_open = bound("left_bound", "closed")?;
-    let right_open = bound("right_bound", "open")?;
+    let left_open = opt.open_bound("left_bound", false)?;
+    let right_open = opt.open_bound("right_bound", true)?;
     let l = int(&arg_datum(ctx, &args, 1)?)?;
     let (r, has_r) = if args.len() == 3 {
         (int(&arg_datum(ctx, &args, 2)?)?, true)
@@ -1050,6 +1030,29 @@ struct SortKey {
     descending: bool,
 }
 
+/// The values a row sorts by; rows without a field sort first (as `r.minval`).
+fn sort_values(ctx: &Rc<Ctx>, keys: &[SortKey], row: &Datum) -> Result<Vec<Datum>> {
+    keys.iter()
+        .map(|k| match k.key.call_datum(ctx, std::slice::from_ref(row)) {
+            Ok(v) => Ok(v),
+            Err(e) if e.kind == ErrorKind::NonExistence => Ok(Datum::MinVal),
+            Err(e) => Err(e),
+        })
+        .collect()
+}
+
+/// Orders two rows' `sort_values` by `keys` (each ascending or descending).
+fn cmp_sort_values(keys: &[SortKey], a: &[Datum], b: &[Datum]) -> Ordering {
+    for (i, k) in keys.iter().enumerate() {
+        let c = a[i].cmp_datum(&b[i]);
+        let c = if k.descending { c.reverse() } else { c };
+        if c != Ordering::Equal {
+            return c;
+        }
+    }
+    Ordering::Equal
+}
+
 /// `order_by` with its keys already evaluated: (descending, key) pairs.
 pub fn order_by(ctx: &Rc<Ctx>, first: Val, raw_keys: Vec<(bool, Val)>) -> Result<Val> {
     if let Val::Grouped(g) = &first {
@@ -1089,27 +1092,9 @@ pub fn order_by(ctx: &Rc<Ctx>, first: Val, raw_keys: Vec<(bool, Val)>) -> Result
     let rows = seq.into_vec(ctx)?;
     let mut keyed = Vec::with_capacity(rows.len());
     for r in rows {
-        let mut ks = Vec::with_capacity(keys.len());
-        for k in &keys {
-            ks.push(match k.key.call_datum(ctx, std::slice::from_ref(&r)) {
-                Ok(v) => v,
-                // Rows without the field sort first.
-                Err(e) if e.kind == ErrorKind::NonExistence => Datum::MinVal,
-                Err(e) => return Err(e),
-            });
-        }
-        keyed.push((ks, r));
+        keyed.push((sort_values(ctx, &keys, &r)?, r));
     }
-    keyed.sort_by(|(a, _), (b, _)| {
-        for (i, k) in keys.iter().enumerate() {
-            let c = a[i].cmp_datum(&b[i]);
-            let c = if k.descending { c.reverse() } else { c };
-            if c != Ordering::Equal {
-                return c;
-            }
-        }
-        Ordering::Equal
-    });
+    keyed.sort_by(|(a, _), (b, _)| cmp_sort_values(&keys, a, b));
     let v: Vec<Datum> = keyed.into_iter().map(|(_, r)| r).collect();
     if is_array {
         Ok(Val::Datum(Datum::array(v)))

@@ -36,22 +36,30 @@ impl TableRef {
     }
 }
 
-fn store(ctx: &Ctx) -> Result<Rc<Store>> {
+pub(super) fn store(ctx: &Ctx) -> Result<Rc<Store>> {
     ctx.store
         .clone()
         .ok_or_else(|| logic("This query needs tables, and no storage is attached."))
 }
 
-fn op_failed(msg: impl Into<String>) -> ReqlError {
+pub(super) fn op_failed(msg: impl Into<String>) -> ReqlError {
     ReqlError::new(ErrorKind::OpFailed, msg)
 }
 
 /// The default database: the `db` global optarg, or `test`.
-fn default_db(ctx: &Ctx) -> String {
+pub(super) fn default_db(ctx: &Ctx) -> String {
     match ctx.global_optargs.get("db") {
         Some(Datum::Str(s)) => s.to_string(),
         _ => "test".into(),
     }
+}
+
+/// Argument `i` as a database or table name (`what`), checked against RethinkDB's rules.
+pub(super) fn name_arg(ctx: &Ctx, args: &[Val], i: usize, what: &str) -> Result<String> {
+    let d = arg_datum(ctx, args, i)?;
+    let name = string(&d)?;
+    super::types::check_name(name, what)?;
+    Ok(name.to_string())
 }
 
 /// Splits `(db?, rest...)` arguments into the database name and the rest.
@@ -76,10 +84,8 @@ pub fn scan_stream(
     let scan = MergedScan::new(t.store.clone(), lo, hi, reverse);
     let mut s = Stream::from_raw(Box::new(scan.map(|r| r.map(|(_, v)| v))));
     s.sel = Some(Selection {
-        table: t.clone(),
-        kind,
         bounds,
-        sorted: false,
+        ..Selection::new(t.clone(), kind)
     });
     s
 }
@@ -103,12 +109,7 @@ pub fn table_stream(t: &Rc<TableRef>) -> Stream {
             Ok(v) => Stream::from_vec(v),
             Err(e) => Stream::new(Box::new(std::iter::once(Err(e))), false),
         };
-        s.sel = Some(Selection {
-            table: t.clone(),
-            kind: "TABLE",
-            bounds: None,
-            sorted: false,
-        });
+        s.sel = Some(Selection::new(t.clone(), "TABLE"));
         return s;
     }
     let (lo, hi) = table_bounds(&t.info);
@@ -169,7 +170,7 @@ fn durability(opt: &Optargs, t: &TableInfo) -> Result<bool> {
     }
 }
 
-fn parse_durability(d: &Datum) -> Result<bool> {
+pub(super) fn parse_durability(d: &Datum) -> Result<bool> {
     match string(d)? {
         "hard" => Ok(true),
         "soft" => Ok(false),
@@ -208,9 +209,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
         },
         tt::TABLE => {
             let db = db_and_rest(ctx, args);
-            let name_d = arg_datum(ctx, args, 0)?;
-            let name = string(&name_d)?;
-            super::types::check_name(name, "Table")?;
+            let name = &name_arg(ctx, args, 0, "Table")?;
             if let Some(mode) = opt.datum("read_mode")? {
                 let m = string(&mode)?;
                 if !matches!(m, "single" | "majority" | "outdated") {
@@ -357,12 +356,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
             let r = super::apply_plain(ctx, ty, plain_args, opt)?;
             match r {
                 Val::Stream(mut s) => {
-                    s.sel = Some(Selection {
-                        table: t,
-                        kind: "SELECTION<STREAM>",
-                        bounds: None,
-                        sorted: false,
-                    });
+                    s.sel = Some(Selection::new(t, "SELECTION<STREAM>"));
                     Val::Stream(s)
                 }
                 Val::Datum(d @ Datum::Object(_)) if matches!(ty, tt::NTH | tt::BRACKET) => {
@@ -447,12 +441,7 @@ pub fn order_by(
 
 fn as_array_selection(t: Rc<TableRef>, rows: Vec<Datum>) -> Val {
     let mut s = Stream::from_vec(rows);
-    s.sel = Some(Selection {
-        table: t,
-        kind: "SELECTION<ARRAY>",
-        bounds: None,
-        sorted: false,
-    });
+    s.sel = Some(Selection::new(t, "SELECTION<ARRAY>"));
     Val::Stream(s)
 }
 
@@ -502,12 +491,7 @@ fn raw_filter(ctx: &Rc<Ctx>, args: &mut Vec<Val>, opt: &Optargs) -> Result<Val> 
         }
     });
     s.set_raw(Box::new(kept));
-    s.sel = Some(Selection {
-        table,
-        kind: "SELECTION<STREAM>",
-        bounds: None,
-        sorted: false,
-    });
+    s.sel = Some(Selection::new(table, "SELECTION<STREAM>"));
     Ok(Val::Stream(s))
 }
 
@@ -549,26 +533,8 @@ fn get_all(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
         }
     }
     let mut s = Stream::from_vec(docs);
-    s.sel = Some(Selection {
-        table: t,
-        kind: "SELECTION<STREAM>",
-        bounds: None,
-        sorted: false,
-    });
+    s.sel = Some(Selection::new(t, "SELECTION<STREAM>"));
     Ok(Val::Stream(s))
-}
-
-fn bound_kind(opt: &Optargs, key: &str, default_open: bool) -> Result<bool> {
-    match opt.datum(key)? {
-        None => Ok(default_open),
-        Some(d) => match string(&d)? {
-            "open" => Ok(true),
-            "closed" => Ok(false),
-            other => Err(logic(format!(
-                "Expected `open` or `closed` for optarg `{key}` (got `{other}`)."
-            ))),
-        },
-    }
 }
 
 fn between(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
@@ -585,8 +551,8 @@ fn between(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
             )))
         }
     };
-    let left_open = bound_kind(opt, "left_bound", false)?;
-    let right_open = bound_kind(opt, "right_bound", true)?;
+    let left_open = opt.open_bound("left_bound", false)?;
+    let right_open = opt.open_bound("right_bound", true)?;
     let lo_d = arg_datum(ctx, args, 1)?;
     let hi_d = arg_datum(ctx, args, 2)?;
     for b in [&lo_d, &hi_d] {
@@ -623,12 +589,7 @@ fn between(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
     };
     if empty {
         let mut s = Stream::from_vec(Vec::new());
-        s.sel = Some(Selection {
-            table: t,
-            kind: "TABLE_SLICE",
-            bounds: None,
-            sorted: false,
-        });
+        s.sel = Some(Selection::new(t, "TABLE_SLICE"));
         return Ok(Val::Stream(s));
     }
     Ok(Val::Stream(scan_stream(&t, lo, hi, false, "TABLE_SLICE")))
@@ -768,15 +729,14 @@ fn insert(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
 
 fn modify(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> Result<Val> {
     let rc = ReturnChanges::parse(opt.datum("return_changes")?)?;
-    let non_atomic = match opt.datum("non_atomic")? {
-        None => false,
-        Some(d) => boolean(&d)?,
-    };
+    // `non_atomic` was consulted when the argument's term was checked for determinism
+    // (before it was evaluated); here it only has to be a boolean.
+    if let Some(d) = opt.datum("non_atomic")? {
+        boolean(&d)?;
+    }
     let f: Option<Callable> = if ty == tt::DELETE {
         None
     } else {
-        // Determinism was checked on the argument's term before it was evaluated.
-        let _ = non_atomic;
         Some(std::mem::replace(&mut args[1], Val::Datum(Datum::Null)).into_callable())
     };
     let target = std::mem::replace(&mut args[0], Val::Datum(Datum::Null));

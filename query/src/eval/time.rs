@@ -104,24 +104,12 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &[Val], opt: &Optargs) -> Result<Opti
             let t = parts(&d(0)?)?.0;
             let lo = parts(&d(1)?)?.0;
             let hi = parts(&d(2)?)?.0;
-            let open = |key: &str, default_open: bool| -> Result<bool> {
-                match opt.datum(key)? {
-                    None => Ok(default_open),
-                    Some(v) => match string(&v)? {
-                        "open" => Ok(true),
-                        "closed" => Ok(false),
-                        other => Err(logic(format!(
-                            "Expected `open` or `closed` for optarg `{key}` (got `{other}`)."
-                        ))),
-                    },
-                }
-            };
-            let left_ok = if open("left_bound", false)? {
+            let left_ok = if opt.open_bound("left_bound", false)? {
                 t > lo
             } else {
                 t >= lo
             };
-            let right_ok = if open("right_bound", true)? {
+            let right_ok = if opt.open_bound("right_bound", true)? {
                 t < hi
             } else {
                 t <= hi

@@ -35,7 +35,7 @@ impl ReturnChanges {
 /// The counters and extras of a write result.
 #[derive(Default)]
 pub struct WriteStats {
-    pub counts: BTreeMap<&'static str, f64>,
+    pub counts: BTreeMap<String, f64>,
     pub first_error: Option<String>,
     pub changes: Vec<Datum>,
     pub return_changes: bool,
@@ -57,13 +57,13 @@ pub const COUNTERS: [&str; 6] = [
 impl WriteStats {
     pub fn new(rc: ReturnChanges) -> WriteStats {
         WriteStats {
-            counts: COUNTERS.iter().map(|c| (*c, 0.0)).collect(),
+            counts: COUNTERS.iter().map(|c| (c.to_string(), 0.0)).collect(),
             return_changes: rc != ReturnChanges::No,
             ..WriteStats::default()
         }
     }
     pub fn bump(&mut self, counter: &'static str) {
-        *self.counts.entry(counter).or_insert(0.0) += 1.0;
+        *self.counts.entry(counter.to_string()).or_insert(0.0) += 1.0;
     }
     pub fn error(&mut self, msg: String) {
         self.bump("errors");
@@ -74,7 +74,7 @@ impl WriteStats {
     pub fn to_datum(&self) -> Datum {
         let mut o = Object::new();
         for (k, v) in &self.counts {
-            o.insert((*k).into(), Datum::Num(*v));
+            o.insert(k.clone(), Datum::Num(*v));
         }
         if let Some(e) = &self.first_error {
             o.insert("first_error".into(), Datum::str(e.as_str()));
@@ -138,11 +138,7 @@ impl WriteStats {
                     }
                 }
                 (k, Datum::Num(n)) => {
-                    let key: &'static str = match COUNTERS.iter().find(|c| **c == k) {
-                        Some(c) => c,
-                        None => Box::leak(k.to_string().into_boxed_str()),
-                    };
-                    *self.counts.entry(key).or_insert(0.0) += n;
+                    *self.counts.entry(k.to_string()).or_insert(0.0) += n;
                 }
                 _ => {}
             }
@@ -161,7 +157,8 @@ pub struct RowJob {
 enum RowResult {
     Changed(Datum, Datum),
     Same(Datum),
-    Failed(Datum, Option<Datum>, String),
+    /// The row as it was, and why it could not be written.
+    Failed(Datum, String),
 }
 
 fn has_extrema(d: &Datum) -> bool {
@@ -262,7 +259,7 @@ pub fn replace_rows(
                 if stats.first_error.is_none() {
                     stats.first_error = Some(e.msg.clone());
                 }
-                results[keys.len()] = Some(RowResult::Failed(Datum::Null, None, e.msg));
+                results[keys.len()] = Some(RowResult::Failed(Datum::Null, e.msg));
                 keys.push(None);
             }
         }
@@ -292,12 +289,12 @@ pub fn replace_rows(
             let new = match f(i, &old) {
                 Ok(v) => v,
                 Err(e) => {
-                    results[i] = Some(RowResult::Failed(old, None, e.msg));
+                    results[i] = Some(RowResult::Failed(old, e.msg));
                     continue;
                 }
             };
             if let Err(e) = check_replacement(&pkey, &pks[i], &old, &new) {
-                results[i] = Some(RowResult::Failed(old, Some(new), e.msg));
+                results[i] = Some(RowResult::Failed(old, e.msg));
                 continue;
             }
             if new == old {
@@ -309,7 +306,7 @@ pub fn replace_rows(
                 d => match encode_doc(d) {
                     Ok(b) => Some(b),
                     Err(e) => {
-                        results[i] = Some(RowResult::Failed(old, Some(new), e.msg));
+                        results[i] = Some(RowResult::Failed(old, e.msg));
                         continue;
                     }
                 },
@@ -378,7 +375,7 @@ fn record(stats: &mut WriteStats, r: RowResult, rc: ReturnChanges) {
                 stats.changes.push(pair(old.clone(), old));
             }
         }
-        RowResult::Failed(old, _new, msg) => {
+        RowResult::Failed(old, msg) => {
             if rc == ReturnChanges::Always {
                 let mut o = Object::new();
                 o.insert("old_val".into(), old.clone());
