@@ -279,6 +279,22 @@ impl<F: Fs> Shard<F> {
         Ok(last)
     }
 
+    /// Waits until every write submitted before this call is visible to readers (or
+    /// the shard has failed). Callers that change what writers derive from a document
+    /// (index entries) use it to know no write still carries the old derivation.
+    pub async fn settle(&self) {
+        let target = self.st.borrow().next_seq.saturating_sub(1);
+        loop {
+            {
+                let st = self.st.borrow();
+                if st.visible_seq >= target || st.failed.is_some() {
+                    return;
+                }
+            }
+            rdb_io::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
     /// True when the memtable is full and `maintain` should run.
     pub fn needs_maintenance(&self) -> bool {
         self.st.borrow().mem.borrow().bytes() >= self.opts.memtable_bytes_max

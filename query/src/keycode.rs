@@ -125,6 +125,130 @@ fn encode_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&[0x00, 0x00]);
 }
 
+/// Decodes the encoding at the start of `b`; returns the datum and the bytes it took.
+/// `None` for bytes that are not a valid encoding (they come from disk: never panic).
+/// Times come back in UTC: the encoding keeps the instant, not the timezone.
+pub fn decode_prefix(b: &[u8]) -> Option<(Datum, usize)> {
+    let mut pos = 0;
+    let d = decode_at(b, &mut pos, 0)?;
+    Some((d, pos))
+}
+
+const DECODE_DEPTH_MAX: usize = 1024;
+
+fn decode_at(b: &[u8], pos: &mut usize, depth: usize) -> Option<Datum> {
+    if depth > DECODE_DEPTH_MAX {
+        return None;
+    }
+    let tag = *b.get(*pos)?;
+    *pos += 1;
+    Some(match tag {
+        TAG_MINVAL => Datum::MinVal,
+        TAG_MAXVAL => Datum::MaxVal,
+        TAG_NULL => Datum::Null,
+        TAG_BOOL => {
+            let v = *b.get(*pos)?;
+            *pos += 1;
+            match v {
+                0 => Datum::Bool(false),
+                1 => Datum::Bool(true),
+                _ => return None,
+            }
+        }
+        TAG_NUMBER => Datum::Num(decode_num(b, pos)?),
+        TAG_STRING => Datum::str(String::from_utf8(decode_bytes(b, pos)?).ok()?),
+        TAG_ARRAY => {
+            let mut items = Vec::new();
+            loop {
+                match *b.get(*pos)? {
+                    0x00 => {
+                        *pos += 1;
+                        break;
+                    }
+                    0x01 => {
+                        *pos += 1;
+                        items.push(decode_at(b, pos, depth + 1)?);
+                    }
+                    _ => return None,
+                }
+            }
+            Datum::array(items)
+        }
+        TAG_OBJECT => Datum::object(decode_object_body(b, pos, depth)?),
+        TAG_PTYPE => {
+            let kind = *b.get(*pos)?;
+            *pos += 1;
+            match kind {
+                PT_BINARY => Datum::Binary(decode_bytes(b, pos)?.into()),
+                PT_TIME => {
+                    let t = decode_num(b, pos)?;
+                    let mut o = crate::datum::Object::new();
+                    o.insert("$reql_type$".into(), Datum::str("TIME"));
+                    o.insert("epoch_time".into(), Datum::Num(t));
+                    o.insert("timezone".into(), Datum::str("+00:00"));
+                    Datum::object(o)
+                }
+                PT_OTHER => {
+                    let _name = decode_bytes(b, pos)?;
+                    Datum::object(decode_object_body(b, pos, depth)?)
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    })
+}
+
+fn decode_object_body(b: &[u8], pos: &mut usize, depth: usize) -> Option<crate::datum::Object> {
+    let mut o = crate::datum::Object::new();
+    loop {
+        match *b.get(*pos)? {
+            0x00 => {
+                *pos += 1;
+                return Some(o);
+            }
+            0x01 => {
+                *pos += 1;
+                let k = String::from_utf8(decode_bytes(b, pos)?).ok()?;
+                let v = decode_at(b, pos, depth + 1)?;
+                o.insert(k, v);
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn decode_num(b: &[u8], pos: &mut usize) -> Option<f64> {
+    let raw: [u8; 8] = b.get(*pos..*pos + 8)?.try_into().ok()?;
+    *pos += 8;
+    let key = u64::from_be_bytes(raw);
+    let bits = if key >> 63 == 1 {
+        key ^ (1 << 63)
+    } else {
+        !key
+    };
+    Some(f64::from_bits(bits))
+}
+
+fn decode_bytes(b: &[u8], pos: &mut usize) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let c = *b.get(*pos)?;
+        *pos += 1;
+        if c != 0 {
+            out.push(c);
+            continue;
+        }
+        let next = *b.get(*pos)?;
+        *pos += 1;
+        match next {
+            0x00 => return Some(out),
+            0xFF => out.push(0),
+            _ => return None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +282,24 @@ mod tests {
         fn encoded_order_equals_datum_order(a in arb_datum(), b in arb_datum()) {
             let (ea, eb) = (encode(&a), encode(&b));
             prop_assert_eq!(ea.cmp(&eb), a.cmp_datum(&b), "a={:?} b={:?}", a, b);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        #[test]
+        fn decoding_inverts_encoding(a in arb_datum(), tail in proptest::collection::vec(any::<u8>(), 0..4)) {
+            let mut e = encode(&a);
+            let n = e.len();
+            e.extend_from_slice(&tail);
+            let (d, used) = decode_prefix(&e).expect("valid encoding");
+            prop_assert_eq!(used, n);
+            prop_assert_eq!(d.cmp_datum(&a), Ordering::Equal);
+        }
+
+        #[test]
+        fn decoding_garbage_never_panics(b in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_prefix(&b);
         }
     }
 

@@ -98,6 +98,9 @@ impl Wiring {
             self.catalog.clone(),
             self.identity.clone(),
         );
+        if core == 0 {
+            store.resume_builds();
+        }
         Some((store, local))
     }
 
@@ -114,6 +117,8 @@ impl Wiring {
         let shard = Shard::open(fs, &dir, opts)
             .await
             .map_err(|e| format!("{}: {e}", dir.display()))?;
-        Ok(LocalShard::new(shard))
+        let indexer = rdb_query::eval::index::Indexer::new(self.catalog.clone())
+            .map_err(|e| format!("cannot set up index maintenance: {}", e.msg))?;
+        Ok(LocalShard::new(shard, Some(indexer)))
     }
 }

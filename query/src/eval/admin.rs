@@ -46,7 +46,7 @@ pub fn table_config(st: &Store, t: &TableInfo) -> Datum {
             Datum::str(if t.durability_hard { "hard" } else { "soft" }),
         ),
         ("id", Datum::str(t.id.as_str())),
-        ("indexes", Datum::array(vec![])),
+        ("indexes", index_names(t)),
         ("name", Datum::str(t.name.as_str())),
         ("primary_key", Datum::str(t.primary_key.as_str())),
         (
@@ -120,8 +120,18 @@ pub fn table_info(t: &TableRef) -> Datum {
         ),
         ("id", Datum::str(t.info.id.as_str())),
         ("doc_count_estimates", Datum::array(vec![])),
-        ("indexes", Datum::array(vec![])),
+        ("indexes", index_names(&t.info)),
     ])
+}
+
+/// The names of a table's secondary indexes, in order.
+pub fn index_names(t: &TableInfo) -> Datum {
+    Datum::array(
+        t.indexes
+            .iter()
+            .map(|ix| Datum::str(ix.name.as_str()))
+            .collect(),
+    )
 }
 
 /// db_create, db_drop, db_list, table_create, table_drop, table_list.
@@ -184,8 +194,8 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
             st.db(&db)?;
             let names = st
                 .catalog()
-                .tables
-                .keys()
+                .tables()
+                .map(|(k, _)| k)
                 .filter(|(d, _)| *d == db)
                 .map(|(_, n)| Datum::str(n.as_str()))
                 .collect();
@@ -280,12 +290,12 @@ pub fn apply_table(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> R
                 Some(Val::Db(name)) => {
                     st.db(name)?;
                     st.catalog()
-                        .tables
-                        .keys()
+                        .tables()
+                        .map(|(k, _)| k)
                         .filter(|(d, _)| **d == **name)
                         .count()
                 }
-                None => st.catalog().tables.len(),
+                None => st.catalog().tables().count(),
                 Some(_) => return Ok(None),
             };
             obj(vec![("ready", Datum::Num(n as f64))])
@@ -294,7 +304,7 @@ pub fn apply_table(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> R
             st.sync_all()?;
             obj(vec![("synced", Datum::Num(1.0))])
         }
-        (tt::INDEX_LIST, Some(Val::Table(_))) => Datum::array(vec![]),
+        (tt::INDEX_LIST, Some(Val::Table(t))) => index_names(&t.info),
         (tt::RECONFIGURE, Some(Val::Table(_) | Val::Db(_))) => reconfigure(&st, &args[0], opt)?,
         (tt::REBALANCE, Some(Val::Table(_) | Val::Db(_))) => {
             let tables = target_tables(&st, &args[0])?;
@@ -330,8 +340,7 @@ fn target_tables(st: &Store, v: &Val) -> Result<Vec<std::sync::Arc<TableInfo>>> 
             st.db(name)?;
             Ok(st
                 .catalog()
-                .tables
-                .iter()
+                .tables()
                 .filter(|((d, _), _)| **d == **name)
                 .map(|(_, t)| t.clone())
                 .collect())
@@ -484,7 +493,10 @@ fn reconfigure(st: &Rc<Store>, target: &Val, opt: &Optargs) -> Result<Datum> {
         let new_info = if dry_run {
             std::sync::Arc::new(new_info)
         } else {
-            st.table_alter(&t.db, &t.name, |x| x.shards = new_info.shards)?
+            st.table_alter(&t.db, &t.name, |x| {
+                x.shards = new_info.shards;
+                Ok(())
+            })?
         };
         config_changes.push(obj(vec![
             ("old_val", old_config),

@@ -49,8 +49,10 @@ pub fn set(t: &TableRef, f: Val) -> Result<Datum> {
         (true, false) => "deleted",
         (false, false) => "unchanged",
     };
-    t.store
-        .table_alter(&t.info.db, &t.info.name, |i| i.write_hook = json)?;
+    t.store.table_alter(&t.info.db, &t.info.name, |i| {
+        i.write_hook = json;
+        Ok(())
+    })?;
     let mut o = Object::new();
     o.insert(counter.into(), Datum::Num(1.0));
     Ok(Datum::object(o))

@@ -32,10 +32,9 @@ pub struct Selection {
     pub table: Rc<super::table::TableRef>,
     /// "TABLE" (a whole table), "TABLE_SLICE" (a key range) or "SELECTION<STREAM>".
     pub kind: &'static str,
-    /// For table slices: the primary-key range scanned.
-    pub bounds: Option<crate::store::KeyRange>,
-    /// Already ordered by an index (a second indexed order_by is an error).
-    pub sorted: bool,
+    /// For tables and table slices: the index range and order read, which `between`
+    /// and `order_by(index=...)` may still narrow or change.
+    pub slice: Option<Box<super::table::Slice>>,
 }
 
 impl Selection {
@@ -43,8 +42,7 @@ impl Selection {
         Selection {
             table,
             kind,
-            bounds: None,
-            sorted: false,
+            slice: None,
         }
     }
 }

@@ -53,6 +53,7 @@ pub fn table(store: Rc<Store>, name: &str, uuids: bool) -> Result<Rc<TableRef>> 
         durability_hard: true,
         shards: 1,
         write_hook: None,
+        indexes: Vec::new(),
     });
     Ok(Rc::new(TableRef {
         info,
@@ -80,9 +81,8 @@ pub fn rows(t: &TableRef) -> Result<Vec<Datum>> {
     let mut out = match name {
         "db_config" => c.dbs.values().map(db_config).collect(),
         "table_config" | "table_status" => c
-            .tables
-            .values()
-            .map(|i| {
+            .tables()
+            .map(|(_, i)| {
                 let mut row = if name == "table_config" {
                     table_config(st, i)
                 } else {
@@ -187,6 +187,7 @@ pub fn write_row(t: &TableRef, old: &Datum, new: &Datum) -> Result<()> {
             st.table_alter(&db, &old_name, |t| {
                 t.name = new_name;
                 t.durability_hard = hard;
+                Ok(())
             })?;
             Ok(())
         }

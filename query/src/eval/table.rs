@@ -8,8 +8,10 @@ use super::{arg_datum, boolean, string, Callable, Ctx, Optargs, Val};
 use crate::datum::{Datum, Object};
 use crate::error::{logic, ErrorKind, Frame, ReqlError, Result};
 use crate::store::catalog::TableInfo;
+use crate::store::index::IndexInfo;
 use crate::store::scan::MergedScan;
-use crate::store::{decode_doc, KeyRange, Store};
+use crate::store::scan::Source;
+use crate::store::{decode_doc, Store};
 use crate::term_type as tt;
 use std::ops::Bound;
 use std::rc::Rc;
@@ -72,34 +74,135 @@ fn db_and_rest(ctx: &Ctx, args: &mut Vec<Val>) -> String {
     default_db(ctx)
 }
 
-/// A full scan of a table, or of a primary-key range of it, in key order.
-pub fn scan_stream(
-    t: &Rc<TableRef>,
-    lo: Bound<Vec<u8>>,
-    hi: Bound<Vec<u8>>,
-    reverse: bool,
-    kind: &'static str,
-) -> Stream {
-    let bounds = Some((lo.clone(), hi.clone()));
-    let scan = MergedScan::new(t.store.clone(), lo, hi, reverse);
-    let mut s = Stream::from_raw(Box::new(scan.map(|r| r.map(|(_, v)| v))));
+/// A table read through one index: what `between` (bounds) and `order_by(index=...)`
+/// (order) build up before anything is read.
+#[derive(Clone, Debug, Default)]
+pub struct Slice {
+    /// The secondary index read; `None` for the primary key.
+    pub index: Option<IndexInfo>,
+    /// Exact bounds on the index value (`Unbounded` for minval/maxval), from `between`.
+    pub bounds: Option<(Bound<Datum>, Bound<Datum>)>,
+    /// From an indexed `order_by`: whether descending.
+    pub desc: Option<bool>,
+}
+
+impl Slice {
+    /// The name of the index read (the primary key's for the primary index).
+    pub fn index_name<'a>(&'a self, t: &'a TableInfo) -> &'a str {
+        match &self.index {
+            Some(ix) => &ix.name,
+            None => &t.primary_key,
+        }
+    }
+}
+
+fn encode_bound(b: &Bound<Datum>, encode: impl Fn(&Datum) -> Vec<u8>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Unbounded => Bound::Unbounded,
+        Bound::Included(d) => Bound::Included(encode(d)),
+        Bound::Excluded(d) => Bound::Excluded(encode(d)),
+    }
+}
+
+/// True when no value can lie between the bounds.
+fn empty_range(lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
+    match (lo, hi) {
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+            a > b
+                || (a == b
+                    && !(matches!(lo, Bound::Included(_)) && matches!(hi, Bound::Included(_))))
+        }
+        _ => false,
+    }
+}
+
+/// The documents of a slice, in its index's order (ascending unless it says otherwise).
+pub fn slice_stream(t: &Rc<TableRef>, slice: Slice, kind: &'static str) -> Stream {
+    let mut s = match slice_scan(t, &slice) {
+        None => Stream::from_vec(Vec::new()),
+        Some(scan) => Stream::from_raw(Box::new(scan.map(|r| r.map(|(_, v)| v)))),
+    };
     s.sel = Some(Selection {
-        bounds,
+        slice: Some(Box::new(slice)),
         ..Selection::new(t.clone(), kind)
     });
     s
 }
 
+/// The merged scan a slice reads (keyed by index order); `None` when it is empty.
+fn slice_scan(t: &Rc<TableRef>, slice: &Slice) -> Option<MergedScan> {
+    let desc = slice.desc.unwrap_or(false);
+    let (lo, hi) = slice
+        .bounds
+        .clone()
+        .unwrap_or((Bound::Unbounded, Bound::Unbounded));
+    match &slice.index {
+        None => {
+            let key = |d: &Datum| {
+                let mut k = t.info.key_prefix();
+                crate::keycode::encode_into(&mut k, d);
+                k
+            };
+            let (lo, hi) = (encode_bound(&lo, key), encode_bound(&hi, key));
+            if empty_range(&lo, &hi) {
+                return None;
+            }
+            let (tlo, thi) = table_bounds(&t.info);
+            let lo = if matches!(lo, Bound::Unbounded) {
+                tlo
+            } else {
+                lo
+            };
+            let hi = if matches!(hi, Bound::Unbounded) {
+                thi
+            } else {
+                hi
+            };
+            Some(MergedScan::new(t.store.clone(), lo, hi, desc))
+        }
+        Some(ix) => {
+            let (sec_lo, sec_hi) = (
+                encode_bound(&lo, crate::keycode::encode),
+                encode_bound(&hi, crate::keycode::encode),
+            );
+            if empty_range(&sec_lo, &sec_hi) {
+                return None;
+            }
+            Some(index_scan(t, ix, sec_lo, sec_hi, desc))
+        }
+    }
+}
+
+/// Documents whose value in index `ix` lies within the bounds (encoded values).
+fn index_scan(
+    t: &Rc<TableRef>,
+    ix: &IndexInfo,
+    sec_lo: Bound<Vec<u8>>,
+    sec_hi: Bound<Vec<u8>>,
+    desc: bool,
+) -> MergedScan {
+    let (klo, khi) = crate::store::index::scan_bounds(ix.id, &sec_lo, &sec_hi);
+    let source = Source::Index {
+        table_prefix: t.info.key_prefix(),
+        sec_lo,
+        sec_hi,
+    };
+    MergedScan::with_source(t.store.clone(), source, klo, khi, desc)
+}
+
+/// Documents whose value in index `ix` equals the encoded value `code`.
+fn index_lookup(t: &Rc<TableRef>, ix: &IndexInfo, code: Vec<u8>) -> MergedScan {
+    index_scan(
+        t,
+        ix,
+        Bound::Included(code.clone()),
+        Bound::Included(code),
+        false,
+    )
+}
+
 fn table_bounds(t: &TableInfo) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
-    let lo = t.key_prefix();
-    let mut hi = lo.clone();
-    let last = hi.len() - 1;
-    // The prefix is DATA_PREFIX + key_id (big endian); the next table id bounds it.
-    let next = t
-        .key_id
-        .checked_add(1)
-        .expect("key ids never reach u64::MAX");
-    hi[1..=last].copy_from_slice(&next.to_be_bytes());
+    let (lo, hi) = t.key_range();
     (Bound::Included(lo), Bound::Excluded(hi))
 }
 
@@ -112,8 +215,7 @@ pub fn table_stream(t: &Rc<TableRef>) -> Stream {
         s.sel = Some(Selection::new(t.clone(), "TABLE"));
         return s;
     }
-    let (lo, hi) = table_bounds(&t.info);
-    scan_stream(t, lo, hi, false, "TABLE")
+    slice_stream(t, Slice::default(), "TABLE")
 }
 
 /// Turns table-specific values into plain ones for terms that only read.
@@ -258,6 +360,11 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
             };
             Val::Single(t, doc.unwrap_or(Datum::Null), key)
         }
+        tt::INDEX_CREATE
+        | tt::INDEX_DROP
+        | tt::INDEX_RENAME
+        | tt::INDEX_STATUS
+        | tt::INDEX_WAIT => super::index::apply(ctx, ty, args, opt)?,
         tt::GET_ALL => get_all(ctx, args, opt)?,
         tt::BETWEEN => between(ctx, args, opt)?,
         tt::INSERT => insert(ctx, args, opt)?,
@@ -266,10 +373,14 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
         tt::EQ_JOIN if matches!(args.get(2), Some(Val::Table(_))) => eq_join(ctx, args, opt)?,
         tt::MIN | tt::MAX if args.len() == 1 && matches!(args[0], Val::Table(_)) => {
             let t = expect_table(&args[0], 0)?;
-            check_index(&t, opt.datum("index")?)?;
-            // Without a field or function, a table's extreme is by primary key.
-            let (lo, hi) = table_bounds(&t.info);
-            let mut s = scan_stream(&t, lo, hi, ty == tt::MAX, "TABLE_SLICE");
+            // Without a field or function, a table's extreme is by an index (the
+            // primary key unless one is named).
+            let slice = Slice {
+                index: index_opt(&t, opt)?,
+                bounds: None,
+                desc: Some(ty == tt::MAX),
+            };
+            let mut s = slice_stream(&t, slice, "TABLE_SLICE");
             match s.next_datum()? {
                 Some(d) => {
                     let pk = pk_of(&t.info, &d).unwrap_or(Datum::Null);
@@ -286,20 +397,32 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
         }
         tt::DISTINCT if matches!(args[0], Val::Table(_)) && opt.has("index") => {
             let t = expect_table(&args[0], 0)?;
-            check_index(&t, opt.datum("index")?)?;
-            let pkey = t.info.primary_key.clone();
-            let s = table_stream(&t).map(move |d| super::object::get_field(&d, &pkey));
-            Val::Stream(s)
+            match index_opt(&t, opt)? {
+                None => {
+                    let pkey = t.info.primary_key.clone();
+                    let s = table_stream(&t).map(move |d| super::object::get_field(&d, &pkey));
+                    Val::Stream(s)
+                }
+                Some(ix) => Val::Stream(index_values(&t, &ix)),
+            }
         }
         tt::GROUP if matches!(args[0], Val::Table(_)) && opt.has("index") => {
             let t = expect_table(&args[0], 0)?;
-            check_index(&t, opt.datum("index")?)?;
-            let multi = match opt.datum("multi")? {
+            let ix = index_opt(&t, opt)?;
+            let mut multi = match opt.datum("multi")? {
                 None => false,
                 Some(d) => boolean(&d)?,
             };
             let mut a: Vec<Val> = args.drain(..).map(plain).collect();
-            a.push(Val::Datum(Datum::str(t.info.primary_key.as_str())));
+            match ix {
+                None => a.push(Val::Datum(Datum::str(t.info.primary_key.as_str()))),
+                Some(ix) => {
+                    // Grouped by the index's values: its function, element-wise for a
+                    // multi index.
+                    multi |= ix.multi;
+                    a.push(Val::Func(super::index::load_function(ctx, &ix.function)?));
+                }
+            }
             super::seq::group_by(ctx, a, multi)?
         }
         // Grouped streams hold arrays already: coercing them to arrays changes nothing.
@@ -371,13 +494,13 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
     Ok(Some(v))
 }
 
-/// A table or table slice that `order_by(index=...)` can scan in index order.
-pub fn slice_of(v: &Val) -> Option<(Rc<TableRef>, KeyRange)> {
+/// A table or table slice that `order_by(index=...)` and `between` can still narrow.
+pub fn slice_of(v: &Val) -> Option<(Rc<TableRef>, Slice)> {
     match v {
-        Val::Table(t) => Some((t.clone(), table_bounds(&t.info))),
+        Val::Table(t) if t.system.is_none() => Some((t.clone(), Slice::default())),
         Val::Stream(s) => {
             let sel = s.sel.as_ref()?;
-            Some((sel.table.clone(), sel.bounds.clone()?))
+            Some((sel.table.clone(), (**sel.slice.as_ref()?).clone()))
         }
         _ => None,
     }
@@ -404,16 +527,14 @@ pub fn order_by(
             (_, r) => r,
         });
     };
-    if let Val::Stream(s) = &seq {
-        if s.sel.as_ref().is_some_and(|x| x.sorted) {
-            return Err(logic(
-                "Cannot perform multiple indexed ORDER_BYs on the same table.",
-            ));
-        }
-    }
-    let Some((t, (lo, hi))) = slice_of(&seq) else {
+    let Some((t, mut slice)) = slice_of(&seq) else {
         return Err(logic(INDEXED_ORDER_BY_NEEDS_TABLE));
     };
+    if slice.desc.is_some() {
+        return Err(logic(
+            "Cannot perform multiple indexed ORDER_BYs on the same table.",
+        ));
+    }
     let (desc, name_term) = match &**index {
         crate::term::Term::Op(o) if o.ty == tt::DESC || o.ty == tt::ASC => {
             (o.ty == tt::DESC, o.args[0].clone())
@@ -423,11 +544,16 @@ pub fn order_by(
     let name = super::eval(ctx, env, &name_term)
         .and_then(|v| v.into_datum(ctx))
         .map_err(|e| e.with_frame(Frame::Opt("index".into())))?;
-    check_index(&t, Some(name))?;
-    let mut s = scan_stream(&t, lo, hi, desc, "TABLE_SLICE");
-    if let Some(sel) = s.sel.as_mut() {
-        sel.sorted = true;
+    let name = string(&name)?;
+    if slice.bounds.is_some() && slice.index_name(&t.info) != name {
+        return Err(logic(format!(
+            "Cannot order by index `{name}` after calling BETWEEN on index `{}`.",
+            slice.index_name(&t.info)
+        )));
     }
+    slice.index = super::index::resolve(&t.info, name)?;
+    slice.desc = Some(desc);
+    let s = slice_stream(&t, slice, "TABLE_SLICE");
     if keys.is_empty() {
         return Ok(Val::Stream(s));
     }
@@ -509,48 +635,140 @@ fn pk_of(t: &TableInfo, doc: &Datum) -> Option<Datum> {
     }
 }
 
-fn check_index(t: &TableRef, index: Option<Datum>) -> Result<()> {
-    if let Some(ix) = index {
-        let name = string(&ix)?;
-        if name != t.info.primary_key {
-            return Err(op_failed(format!(
-                "Index `{name}` was not found on table `{}`.",
-                t.display()
-            )));
+/// The index named by the `index` optarg (`None`: the primary key, also when absent).
+fn index_opt(t: &TableRef, opt: &Optargs) -> Result<Option<IndexInfo>> {
+    match opt.datum("index")? {
+        None => Ok(None),
+        Some(d) => {
+            let name = string(&d)?;
+            if t.system.is_some() {
+                if name == t.info.primary_key {
+                    return Ok(None);
+                }
+                return Err(op_failed(format!(
+                    "Index `{name}` was not found on table `{}`.",
+                    t.display()
+                )));
+            }
+            super::index::resolve(&t.info, name)
         }
     }
-    Ok(())
+}
+
+/// The distinct values of a secondary index, in index order.
+fn index_values(t: &Rc<TableRef>, ix: &IndexInfo) -> Stream {
+    let scan = index_scan(t, ix, Bound::Unbounded, Bound::Unbounded, false);
+    let mut last: Option<Vec<u8>> = None;
+    let iter = scan.filter_map(move |r| {
+        let (sort_key, _) = match r {
+            Ok(x) => x,
+            Err(e) => return Some(Err(e)),
+        };
+        let Some((value, used)) = crate::keycode::decode_prefix(&sort_key) else {
+            return Some(Err(crate::error::internal(
+                "Corrupt index value in storage.",
+            )));
+        };
+        let code = sort_key[..used].to_vec();
+        if last.as_ref() == Some(&code) {
+            return None;
+        }
+        last = Some(code);
+        Some(Ok(value))
+    });
+    Stream::new(Box::new(iter), false)
+}
+
+fn has_extrema(d: &Datum) -> bool {
+    match d {
+        Datum::MinVal | Datum::MaxVal => true,
+        Datum::Array(a) => a.iter().any(has_extrema),
+        _ => false,
+    }
+}
+
+/// A `get_all` key: not geometry, not null.
+fn get_all_key(ctx: &Ctx, args: &[Val], i: usize) -> Result<Datum> {
+    let key = arg_datum(ctx, args, i)?;
+    if key.reql_type() == Some("GEOMETRY") {
+        return Err(logic(
+            "Cannot use a geospatial index with `get_all`. Use `get_intersecting` instead.",
+        ));
+    }
+    if key == Datum::Null {
+        return Err(ReqlError::new(
+            ErrorKind::NonExistence,
+            "Keys cannot be NULL.",
+        ));
+    }
+    Ok(key)
 }
 
 fn get_all(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
     let t = expect_table(&args[0], 0)?;
-    check_index(&t, opt.datum("index")?)?;
-    let mut docs = Vec::new();
+    let ix = index_opt(&t, opt)?;
+    // Each distinct key once, in key order, its documents repeated as often as the
+    // key was given (as RethinkDB does).
+    let mut keys: std::collections::BTreeMap<Datum, usize> = Default::default();
     for i in 1..args.len() {
-        let key = arg_datum(ctx, args, i)?;
-        if let Some(d) = t.store.get_doc(&t.info, &key)? {
-            docs.push(d);
-        }
+        *keys.entry(get_all_key(ctx, args, i)?).or_default() += 1;
     }
-    let mut s = Stream::from_vec(docs);
+    let mut s = match ix {
+        None => {
+            let mut docs = Vec::new();
+            for (key, n) in keys {
+                if let Some(d) = t.store.get_doc(&t.info, &key)? {
+                    docs.extend(std::iter::repeat_n(d, n));
+                }
+            }
+            Stream::from_vec(docs)
+        }
+        Some(ix) => {
+            let mut codes = Vec::with_capacity(keys.len());
+            for (key, n) in keys {
+                // No document has minval or maxval as an index value.
+                if has_extrema(&key) {
+                    continue;
+                }
+                codes.push((crate::store::index::secondary_code(&key)?, n));
+            }
+            let t2 = t.clone();
+            let rows = codes.into_iter().flat_map(move |(code, n)| {
+                let scan = index_lookup(&t2, &ix, code).map(|r| r.map(|(_, v)| v));
+                let it: Box<dyn Iterator<Item = Result<Vec<u8>>>> = if n == 1 {
+                    Box::new(scan)
+                } else {
+                    let rows: Vec<Result<Vec<u8>>> = scan.collect();
+                    Box::new((0..n).flat_map(move |_| rows.clone()))
+                };
+                it
+            });
+            Stream::from_raw(Box::new(rows))
+        }
+    };
     s.sel = Some(Selection::new(t, "SELECTION<STREAM>"));
     Ok(Val::Stream(s))
 }
 
 fn between(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
-    let t = match &args[0] {
-        Val::Table(t) => t.clone(),
-        Val::Datum(_) => return Err(logic("Expected type TABLE_SLICE but found DATUM:")),
-        Val::Stream(s) if s.sel.is_some() => {
-            return Err(logic("Expected type TABLE_SLICE but found SELECTION:"))
-        }
-        other => {
-            return Err(logic(format!(
-                "Expected type TABLE_SLICE but found {}:",
-                super::types::type_of(other)
-            )))
+    let (t, mut slice) = match slice_of(&args[0]) {
+        Some(x) => x,
+        None => {
+            return Err(match &args[0] {
+                Val::Datum(_) => logic("Expected type TABLE_SLICE but found DATUM:"),
+                Val::Stream(s) if s.sel.is_some() => {
+                    logic("Expected type TABLE_SLICE but found SELECTION:")
+                }
+                other => logic(format!(
+                    "Expected type TABLE_SLICE but found {}:",
+                    super::types::type_of(other)
+                )),
+            })
         }
     };
+    if slice.bounds.is_some() {
+        return Err(logic("Cannot perform multiple BETWEENs on the same table."));
+    }
     let left_open = opt.open_bound("left_bound", false)?;
     let right_open = opt.open_bound("right_bound", true)?;
     let lo_d = arg_datum(ctx, args, 1)?;
@@ -562,37 +780,29 @@ fn between(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
             ));
         }
     }
-    check_index(&t, opt.datum("index")?)?;
-    let (tlo, thi) = table_bounds(&t.info);
-    let key = |d: &Datum| {
-        let mut k = t.info.key_prefix();
-        crate::keycode::encode_into(&mut k, d);
-        k
+    let name = match opt.datum("index")? {
+        Some(d) => string(&d)?.to_string(),
+        None => t.info.primary_key.clone(),
     };
-    let lo = match &lo_d {
-        Datum::MinVal => tlo,
-        d if left_open => Bound::Excluded(key(d)),
-        d => Bound::Included(key(d)),
-    };
-    let hi = match &hi_d {
-        Datum::MaxVal => thi,
-        d if right_open => Bound::Excluded(key(d)),
-        d => Bound::Included(key(d)),
-    };
-    let empty = match (&lo, &hi) {
-        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
-            a > b
-                || (a == b
-                    && !(matches!(lo, Bound::Included(_)) && matches!(hi, Bound::Included(_))))
-        }
-        _ => false,
-    };
-    if empty {
-        let mut s = Stream::from_vec(Vec::new());
-        s.sel = Some(Selection::new(t, "TABLE_SLICE"));
-        return Ok(Val::Stream(s));
+    if slice.desc.is_some() && slice.index_name(&t.info) != name {
+        return Err(logic(format!(
+            "Cannot call BETWEEN on index `{name}` after ordering on index `{}`.",
+            slice.index_name(&t.info)
+        )));
     }
-    Ok(Val::Stream(scan_stream(&t, lo, hi, false, "TABLE_SLICE")))
+    slice.index = super::index::resolve(&t.info, &name)?;
+    let lo = match lo_d {
+        Datum::MinVal => Bound::Unbounded,
+        d if left_open => Bound::Excluded(d),
+        d => Bound::Included(d),
+    };
+    let hi = match hi_d {
+        Datum::MaxVal => Bound::Unbounded,
+        d if right_open => Bound::Excluded(d),
+        d => Bound::Included(d),
+    };
+    slice.bounds = Some((lo, hi));
+    Ok(Val::Stream(slice_stream(&t, slice, "TABLE_SLICE")))
 }
 
 /// Rows from an `insert` argument: one object, an array or a stream of them.
@@ -869,7 +1079,7 @@ fn for_each(ctx: &Rc<Ctx>, args: &mut [Val]) -> Result<Val> {
 
 fn eq_join(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
     let t = expect_table(&args[2], 2)?;
-    check_index(&t, opt.datum("index")?)?;
+    let ix = index_opt(&t, opt)?;
     // The output follows the left sequence's order, so `ordered` holds either way.
     if let Some(d) = opt.datum("ordered")? {
         boolean(&d)?;
@@ -885,24 +1095,52 @@ fn eq_join(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
     )?;
     let is_array = seq.is_array();
     let ctx2 = ctx.clone();
-    let s = seq.into_stream().filter_map(move |left| {
-        let key = match key_fn.call_datum(&ctx2, std::slice::from_ref(&left)) {
+    // The right-hand documents matching one left row.
+    let rights = move |left: &Datum| -> Result<Vec<Datum>> {
+        let key = match key_fn.call_datum(&ctx2, std::slice::from_ref(left)) {
             Ok(k) => k,
-            Err(e) if e.kind == ErrorKind::NonExistence => return Ok(None),
+            Err(e) if e.kind == ErrorKind::NonExistence => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        if crate::store::check_primary_key(&key).is_err() {
-            return Ok(None);
-        }
-        match t.store.get_doc(&t.info, &key)? {
-            None => Ok(None),
-            Some(right) => {
-                let mut o = Object::new();
-                o.insert("left".into(), left);
-                o.insert("right".into(), right);
-                Ok(Some(Datum::object(o)))
+        match &ix {
+            None => {
+                if crate::store::check_primary_key(&key).is_err() {
+                    return Ok(Vec::new());
+                }
+                Ok(t.store.get_doc(&t.info, &key)?.into_iter().collect())
+            }
+            Some(ix) => {
+                let Ok(code) = crate::store::index::secondary_code(&key) else {
+                    return Ok(Vec::new());
+                };
+                index_lookup(&t, ix, code)
+                    .map(|r| r.and_then(|(_, v)| decode_doc(&v)))
+                    .collect()
             }
         }
+    };
+    let mut left_rows = seq.into_stream();
+    let mut pending: std::collections::VecDeque<Datum> = Default::default();
+    let iter = std::iter::from_fn(move || loop {
+        if let Some(d) = pending.pop_front() {
+            return Some(Ok(d));
+        }
+        let left = match left_rows.next_datum() {
+            Ok(Some(l)) => l,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        match rights(&left) {
+            Ok(rs) => {
+                for right in rs {
+                    let mut o = Object::new();
+                    o.insert("left".into(), left.clone());
+                    o.insert("right".into(), right);
+                    pending.push_back(Datum::object(o));
+                }
+            }
+            Err(e) => return Some(Err(e)),
+        }
     });
-    super::seq::finish(ctx, s, is_array)
+    super::seq::finish(ctx, Stream::new(Box::new(iter), false), is_array)
 }

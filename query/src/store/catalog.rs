@@ -2,6 +2,7 @@
 //! shard 0, one key per entry, so concurrent changes to different entries never
 //! overwrite each other.
 
+use super::index::IndexInfo;
 use crate::codec;
 use crate::datum::{Datum, Object};
 use crate::error::{internal, Result};
@@ -36,13 +37,22 @@ pub struct TableInfo {
     pub shards: u32,
     /// The write hook: a three-argument function as wire JSON text.
     pub write_hook: Option<String>,
+    /// Secondary indexes, by name.
+    pub indexes: Vec<IndexInfo>,
 }
 
 #[derive(Default, Debug)]
 pub struct Catalog {
     pub dbs: BTreeMap<String, DbInfo>,
-    pub tables: BTreeMap<(String, String), Arc<TableInfo>>,
+    /// Change only through `put_table`/`remove_table`, which keep `by_key_id` in step.
+    tables: BTreeMap<(String, String), Arc<TableInfo>>,
+    /// The same tables by the key id their documents start with (writes find their
+    /// table's indexes from a document key).
+    by_key_id: rustc_hash::FxHashMap<u64, Arc<TableInfo>>,
+    /// Next unused key id for a table or an index.
     pub next_key_id: u64,
+    /// Index builds in progress, by index id (not persisted: builds restart).
+    pub builds: rustc_hash::FxHashMap<u64, Arc<super::shard::BuildProgress>>,
 }
 
 pub fn db_key(name: &str) -> Vec<u8> {
@@ -99,6 +109,23 @@ impl TableInfo {
         if let Some(h) = &self.write_hook {
             o.insert("write_hook".into(), Datum::str(h.as_str()));
         }
+        if !self.indexes.is_empty() {
+            let list = self
+                .indexes
+                .iter()
+                .map(|ix| {
+                    let mut x = Object::new();
+                    x.insert("name".into(), Datum::str(ix.name.as_str()));
+                    x.insert("id".into(), Datum::Num(ix.id as f64));
+                    x.insert("function".into(), Datum::str(ix.function.as_str()));
+                    x.insert("multi".into(), Datum::Bool(ix.multi));
+                    x.insert("geo".into(), Datum::Bool(ix.geo));
+                    x.insert("ready".into(), Datum::Bool(ix.ready));
+                    Datum::object(x)
+                })
+                .collect();
+            o.insert("indexes".into(), Datum::array(list));
+        }
         codec::encode(&Datum::object(o)).expect("catalog entries are small")
     }
     pub fn decode(b: &[u8]) -> Result<TableInfo> {
@@ -126,7 +153,33 @@ impl TableInfo {
                 Some(Datum::Str(h)) => Some(h.to_string()),
                 _ => None,
             },
+            indexes: match o.get("indexes") {
+                None => Vec::new(),
+                Some(Datum::Array(a)) => a.iter().map(decode_index).collect::<Result<_>>()?,
+                Some(_) => return Err(internal("catalog entry has bad `indexes`")),
+            },
         })
+    }
+    pub fn index(&self, name: &str) -> Option<&IndexInfo> {
+        self.indexes.iter().find(|ix| ix.name == name)
+    }
+    /// The largest key id this table uses (its own or an index's).
+    fn max_key_id(&self) -> u64 {
+        self.indexes
+            .iter()
+            .map(|ix| ix.id)
+            .fold(self.key_id, u64::max)
+    }
+    /// Every document key of this table: `[lo, hi)`.
+    pub fn key_range(&self) -> (Vec<u8>, Vec<u8>) {
+        let next = self
+            .key_id
+            .checked_add(1)
+            .expect("key ids never reach u64::MAX");
+        let mut hi = Vec::with_capacity(9);
+        hi.push(DATA_PREFIX);
+        hi.extend_from_slice(&next.to_be_bytes());
+        (self.key_prefix(), hi)
     }
     /// The first bytes of every document key of this table.
     pub fn key_prefix(&self) -> Vec<u8> {
@@ -137,24 +190,62 @@ impl TableInfo {
     }
 }
 
+fn decode_index(d: &Datum) -> Result<IndexInfo> {
+    let Datum::Object(o) = d else {
+        return Err(internal("catalog index entry is not an object"));
+    };
+    let flag = |k: &str| matches!(o.get(k), Some(Datum::Bool(true)));
+    Ok(IndexInfo {
+        name: s(o, "name")?,
+        id: match o.get("id") {
+            Some(Datum::Num(n)) if *n >= 1.0 => *n as u64,
+            _ => return Err(internal("catalog index entry lacks `id`")),
+        },
+        function: s(o, "function")?,
+        multi: flag("multi"),
+        geo: flag("geo"),
+        ready: flag("ready"),
+    })
+}
+
 impl Catalog {
-    /// Rebuilds the catalog from the entries stored in shard 0.
-    pub fn load(rows: &[(Vec<u8>, Vec<u8>)]) -> Result<Catalog> {
-        let mut c = Catalog {
+    pub fn empty() -> Catalog {
+        Catalog {
             next_key_id: 1,
             ..Catalog::default()
-        };
+        }
+    }
+    pub fn tables(&self) -> impl Iterator<Item = (&(String, String), &Arc<TableInfo>)> {
+        self.tables.iter()
+    }
+    pub fn get_table(&self, db: &str, name: &str) -> Option<&Arc<TableInfo>> {
+        self.tables.get(&(db.to_string(), name.to_string()))
+    }
+    pub fn by_key_id(&self, key_id: u64) -> Option<&Arc<TableInfo>> {
+        self.by_key_id.get(&key_id)
+    }
+    /// Adds or replaces a table (by database and name).
+    pub fn put_table(&mut self, t: Arc<TableInfo>) {
+        self.next_key_id = self.next_key_id.max(t.max_key_id() + 1);
+        self.by_key_id.insert(t.key_id, t.clone());
+        self.tables.insert((t.db.clone(), t.name.clone()), t);
+    }
+    pub fn remove_table(&mut self, db: &str, name: &str) -> Option<Arc<TableInfo>> {
+        let t = self.tables.remove(&(db.to_string(), name.to_string()))?;
+        self.by_key_id.remove(&t.key_id);
+        Some(t)
+    }
+
+    /// Rebuilds the catalog from the entries stored in shard 0.
+    pub fn load(rows: &[(Vec<u8>, Vec<u8>)]) -> Result<Catalog> {
+        let mut c = Catalog::empty();
         for (k, v) in rows {
             match k.get(1) {
                 Some(&DB_TAG) => {
                     let d = DbInfo::decode(v)?;
                     c.dbs.insert(d.name.clone(), d);
                 }
-                Some(&TABLE_TAG) => {
-                    let t = TableInfo::decode(v)?;
-                    c.next_key_id = c.next_key_id.max(t.key_id + 1);
-                    c.tables.insert((t.db.clone(), t.name.clone()), Arc::new(t));
-                }
+                Some(&TABLE_TAG) => c.put_table(Arc::new(TableInfo::decode(v)?)),
                 _ => return Err(internal("unknown catalog entry")),
             }
         }
@@ -178,6 +269,14 @@ mod tests {
             durability_hard: false,
             shards: 3,
             write_hook: Some("[69,[[2,[1,2,3]],[10,[3]]]]".into()),
+            indexes: vec![IndexInfo {
+                name: "by_x".into(),
+                id: 9,
+                function: "[69,[[2,[1]],[31,[[10,[1]],\"x\"]]]]".into(),
+                multi: true,
+                geo: false,
+                ready: false,
+            }],
         };
         let d = DbInfo {
             id: "b".into(),
@@ -189,8 +288,9 @@ mod tests {
         ];
         let c = Catalog::load(&rows).unwrap();
         assert_eq!(c.dbs["test"], d);
-        assert_eq!(*c.tables[&("test".to_string(), "t".to_string())], t);
-        assert_eq!(c.next_key_id, 8);
+        assert_eq!(**c.get_table("test", "t").unwrap(), t);
+        assert_eq!(**c.by_key_id(7).unwrap(), t);
+        assert_eq!(c.next_key_id, 10, "index ids are never reused either");
         assert!(TableInfo::decode(b"garbage").is_err());
     }
 }

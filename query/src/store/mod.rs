@@ -7,6 +7,7 @@
 //! the query until its future completes, while the core serves other work.
 
 pub mod catalog;
+pub mod index;
 pub mod scan;
 pub mod shard;
 
@@ -14,8 +15,12 @@ use crate::codec;
 use crate::datum::Datum;
 use crate::error::{internal, logic, ErrorKind, ReqlError, Result};
 use catalog::{Catalog, DbInfo, TableInfo, CATALOG_PREFIX};
+use index::IndexInfo;
 use rdb_io::fiber;
-pub use shard::{CasOp, CasOutcome, Cond, LocalShard, Request, Rows, ScanReq, ShardOps};
+pub use shard::{
+    BuildProgress, BuildReq, CasOp, CasOutcome, Cond, IndexFns, IndexReadReq, IndexRows,
+    LocalShard, Request, Rows, ScanReq, ShardOps,
+};
 use std::ops::Bound;
 use std::rc::Rc;
 use std::sync::{Arc, RwLock};
@@ -43,10 +48,7 @@ pub type SharedCatalog = Arc<RwLock<Catalog>>;
 pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
 pub fn new_catalog() -> SharedCatalog {
-    Arc::new(RwLock::new(Catalog {
-        next_key_id: 1,
-        ..Catalog::default()
-    }))
+    Arc::new(RwLock::new(Catalog::empty()))
 }
 
 /// One core's handle on every shard.
@@ -152,6 +154,63 @@ impl Store {
         fiber::block_on(rdb_io::poll_all(futs))
             .into_iter()
             .collect()
+    }
+
+    /// Index reads on several shards at once; results in the order of `reqs`.
+    pub fn index_read_raw(
+        self: &Rc<Self>,
+        reqs: Vec<(usize, IndexReadReq)>,
+    ) -> Result<Vec<IndexRows>> {
+        let futs: Vec<shard::LocalFuture<Result<IndexRows>>> = reqs
+            .into_iter()
+            .map(|(s, r)| -> shard::LocalFuture<Result<IndexRows>> {
+                if s == self.here {
+                    self.local.clone().index_read(r)
+                } else {
+                    let tx = self.peers[s].clone();
+                    Box::pin(async move { ask(&tx, |x| Request::IndexRead(r, x)).await })
+                }
+            })
+            .collect();
+        fiber::block_on(rdb_io::poll_all(futs))
+            .into_iter()
+            .collect()
+    }
+
+    /// Runs `op` on every shard at once (ours locally, the others over their channels).
+    fn on_every_shard<T: Send + 'static>(
+        self: &Rc<Self>,
+        local: impl Fn(Rc<dyn ShardOps>) -> shard::LocalFuture<Result<T>>,
+        remote: impl Fn(flume::Sender<Result<T>>) -> Request,
+    ) -> Vec<Result<T>> {
+        let futs: Vec<shard::LocalFuture<Result<T>>> = (0..self.shards())
+            .map(|s| -> shard::LocalFuture<Result<T>> {
+                if s == self.here {
+                    local(self.local.clone())
+                } else {
+                    let (rtx, rrx) = flume::bounded(1);
+                    let sent = self.peers[s].send(remote(rtx)).map_err(|_| gone());
+                    Box::pin(async move {
+                        sent?;
+                        rrx.recv_async().await.map_err(|_| gone())?
+                    })
+                }
+            })
+            .collect();
+        fiber::block_on(rdb_io::poll_all(futs))
+    }
+
+    /// Deletes every key in `[lo, hi)` on every shard.
+    fn purge_all(self: &Rc<Self>, lo: Vec<u8>, hi: Vec<u8>) -> Result<u64> {
+        let (l2, h2) = (lo.clone(), hi.clone());
+        let mut n = 0;
+        for r in self.on_every_shard(
+            move |s| s.purge(l2.clone(), h2.clone()),
+            move |tx| Request::Purge(lo.clone(), hi.clone(), tx),
+        ) {
+            n += r?;
+        }
+        Ok(n)
     }
 
     /// Conditional writes on several shards at once; outcomes in input order.
@@ -268,8 +327,7 @@ impl Store {
         if !c.dbs.contains_key(db) {
             return Err(op_failed(format!("Database `{db}` does not exist.")));
         }
-        c.tables
-            .get(&(db.to_string(), name.to_string()))
+        c.get_table(db, name)
             .cloned()
             .ok_or_else(|| op_failed(format!("Table `{db}.{name}` does not exist.")))
     }
@@ -315,14 +373,14 @@ impl Store {
                 .remove(name)
                 .ok_or_else(|| op_failed(format!("Database `{name}` does not exist.")))?;
             let keys: Vec<_> = c
-                .tables
-                .keys()
+                .tables()
+                .map(|(k, _)| k)
                 .filter(|(d, _)| d == name)
                 .cloned()
                 .collect();
             let tables: Vec<_> = keys
                 .into_iter()
-                .filter_map(|k| c.tables.remove(&k))
+                .filter_map(|(d, t)| c.remove_table(&d, &t))
                 .collect();
             (db, tables)
         };
@@ -347,8 +405,7 @@ impl Store {
             let Some(dbi) = c.dbs.get(db).cloned() else {
                 return Err(op_failed(format!("Database `{db}` does not exist.")));
             };
-            let k = (db.to_string(), name.to_string());
-            if c.tables.contains_key(&k) {
+            if c.get_table(db, name).is_some() {
                 return Err(op_failed(format!("Table `{db}.{name}` already exists.")));
             }
             let t = Arc::new(TableInfo {
@@ -361,45 +418,44 @@ impl Store {
                 durability_hard,
                 shards,
                 write_hook: None,
+                indexes: Vec::new(),
             });
-            c.next_key_id += 1;
-            c.tables.insert(k, t.clone());
+            c.put_table(t.clone());
             t
         };
         if let Err(e) = self.persist(catalog::table_key(db, name), Some(t.encode())) {
             let mut c = self.catalog.write().expect("catalog lock");
-            c.tables.remove(&(db.to_string(), name.to_string()));
+            c.remove_table(db, name);
             return Err(e);
         }
         Ok(t)
     }
 
-    /// Changes a table's configuration (rename, durability, shard count).
+    /// Changes a table's configuration (rename, durability, shard count, indexes);
+    /// `change` sees the current entry under the catalog lock and may refuse.
     pub fn table_alter(
         self: &Rc<Self>,
         db: &str,
         name: &str,
-        change: impl FnOnce(&mut TableInfo),
+        change: impl FnOnce(&mut TableInfo) -> Result<()>,
     ) -> Result<Arc<TableInfo>> {
         let (t, old_name) = {
             let mut c = self.catalog.write().expect("catalog lock");
-            let old_k = (db.to_string(), name.to_string());
-            let Some(old) = c.tables.get(&old_k).cloned() else {
+            let Some(old) = c.get_table(db, name).cloned() else {
                 return Err(op_failed(format!("Table `{db}.{name}` does not exist.")));
             };
             let mut t = (*old).clone();
-            change(&mut t);
+            change(&mut t)?;
             assert_eq!(t.key_id, old.key_id, "a table keeps its key id");
-            let new_k = (db.to_string(), t.name.clone());
-            if t.name != name && c.tables.contains_key(&new_k) {
+            if t.name != name && c.get_table(db, &t.name).is_some() {
                 return Err(op_failed(format!(
                     "Table `{db}.{}` already exists.",
                     t.name
                 )));
             }
             let t = Arc::new(t);
-            c.tables.remove(&old_k);
-            c.tables.insert(new_k, t.clone());
+            c.remove_table(db, name);
+            c.put_table(t.clone());
             (t, old.name.clone())
         };
         if t.name != old_name {
@@ -415,8 +471,7 @@ impl Store {
             if !c.dbs.contains_key(db) {
                 return Err(op_failed(format!("Database `{db}` does not exist.")));
             }
-            c.tables
-                .remove(&(db.to_string(), name.to_string()))
+            c.remove_table(db, name)
                 .ok_or_else(|| op_failed(format!("Table `{db}.{name}` does not exist.")))?
         };
         self.persist(catalog::table_key(db, name), None)?;
@@ -424,38 +479,218 @@ impl Store {
         Ok(t)
     }
 
-    /// Removes every document of a dropped table, batch by batch on every shard.
+    /// Removes every document and index entry of a dropped table on every shard.
     fn delete_table_data(self: &Rc<Self>, t: &TableInfo) -> Result<()> {
-        let prefix = t.key_prefix();
-        let mut hi = prefix.clone();
-        hi.push(0xff);
-        for s in 0..self.shards() {
-            loop {
-                let rows = self.scan_raw(vec![(
-                    s,
-                    ScanReq {
-                        lo: Bound::Included(prefix.clone()),
-                        hi: Bound::Included(hi.clone()),
-                        reverse: false,
-                        limit: 4096,
-                    },
-                )])?;
-                let rows = rows.into_iter().next().unwrap_or_default();
-                if rows.is_empty() {
-                    break;
-                }
-                let ops = rows
-                    .into_iter()
-                    .map(|(key, _)| CasOp {
-                        key,
-                        cond: Cond::Any,
-                        new: None,
-                    })
-                    .collect();
-                self.write_raw(ops, false)?;
-            }
+        let (lo, hi) = t.key_range();
+        self.purge_all(lo, hi)?;
+        for ix in &t.indexes {
+            self.purge_index(ix.id)?;
         }
         Ok(())
+    }
+
+    fn purge_index(self: &Rc<Self>, id: u64) -> Result<u64> {
+        self.purge_all(index::index_prefix(id), index::index_prefix(id + 1))
+    }
+
+    // ---- secondary indexes ----
+
+    /// Adds an index (not ready) and starts building it in the background.
+    pub fn index_create(self: &Rc<Self>, t: &TableInfo, mut ix: IndexInfo) -> Result<()> {
+        ix.id = {
+            let mut c = self.catalog.write().expect("catalog lock");
+            let id = c.next_key_id;
+            c.next_key_id += 1;
+            id
+        };
+        ix.ready = false;
+        let id = ix.id;
+        let name = ix.name.clone();
+        let t = self.table_alter(&t.db, &t.name, |x| {
+            if x.index(&name).is_some() {
+                return Err(op_failed(format!(
+                    "Index `{name}` already exists on table `{}.{}`.",
+                    x.db, x.name
+                )));
+            }
+            x.indexes.push(ix);
+            x.indexes.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(())
+        })?;
+        self.start_build(t, id);
+        Ok(())
+    }
+
+    /// Removes an index; its entries are deleted in the background.
+    pub fn index_drop(self: &Rc<Self>, t: &TableInfo, name: &str) -> Result<()> {
+        let mut dropped = None;
+        self.table_alter(&t.db, &t.name, |x| {
+            let Some(at) = x.indexes.iter().position(|ix| ix.name == name) else {
+                return Err(op_failed(format!(
+                    "Index `{name}` does not exist on table `{}.{}`.",
+                    x.db, x.name
+                )));
+            };
+            dropped = Some(x.indexes.remove(at).id);
+            Ok(())
+        })?;
+        if let Some(id) = dropped {
+            self.catalog
+                .write()
+                .expect("catalog lock")
+                .builds
+                .remove(&id);
+            self.spawn_purge(id);
+        }
+        Ok(())
+    }
+
+    /// Renames an index; with `overwrite`, an index already called `new` is dropped.
+    /// Returns whether anything changed.
+    pub fn index_rename(
+        self: &Rc<Self>,
+        t: &TableInfo,
+        old: &str,
+        new: &str,
+        overwrite: bool,
+    ) -> Result<bool> {
+        let mut replaced = None;
+        self.table_alter(&t.db, &t.name, |x| {
+            let missing = x.index(old).is_none();
+            let taken = old != new && x.index(new).is_some();
+            if missing || (taken && !overwrite) {
+                return Err(op_failed(if overwrite {
+                    format!("Index `{old}` does not exist on table `{}.{}`.", x.db, x.name)
+                } else {
+                    format!(
+                        "Index `{old}` does not exist or index `{new}` already exists on table `{}.{}`.",
+                        x.db, x.name
+                    )
+                }));
+            }
+            if old == new {
+                return Ok(());
+            }
+            if taken {
+                let at = x.indexes.iter().position(|ix| ix.name == new).expect("taken");
+                replaced = Some(x.indexes.remove(at).id);
+            }
+            for ix in x.indexes.iter_mut().filter(|ix| ix.name == old) {
+                ix.name = new.to_string();
+            }
+            x.indexes.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(())
+        })?;
+        if let Some(id) = replaced {
+            self.spawn_purge(id);
+        }
+        Ok(old != new)
+    }
+
+    /// Progress of an index build still running (done, total documents).
+    pub fn build_progress(&self, index_id: u64) -> Option<(u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = self.catalog();
+        let p = c.builds.get(&index_id)?;
+        Some((p.done.load(Relaxed), p.total.load(Relaxed)))
+    }
+
+    /// Builds index `id` of table `t` on every shard in a background fiber, then marks
+    /// it ready.
+    fn start_build(self: &Rc<Self>, t: Arc<TableInfo>, id: u64) {
+        let progress = Arc::new(BuildProgress::default());
+        self.catalog
+            .write()
+            .expect("catalog lock")
+            .builds
+            .insert(id, progress.clone());
+        let me = self.clone();
+        rdb_io::spawn_local(async move {
+            fiber::run(move || {
+                if let Err(e) = me.run_build(&t, id, progress) {
+                    tracing::error!(
+                        table = %format!("{}.{}", t.db, t.name),
+                        index_id = id,
+                        "index build failed (it restarts when the server does): {}",
+                        e.msg
+                    );
+                }
+            })
+            .await;
+        });
+    }
+
+    fn run_build(
+        self: &Rc<Self>,
+        t: &TableInfo,
+        id: u64,
+        progress: Arc<BuildProgress>,
+    ) -> Result<()> {
+        let (table_lo, table_hi) = t.key_range();
+        let req = BuildReq {
+            table_lo,
+            table_hi,
+            index_id: id,
+            progress,
+        };
+        let r2 = req.clone();
+        for r in self.on_every_shard(
+            move |s| s.build(r2.clone()),
+            move |tx| Request::Build(req.clone(), tx),
+        ) {
+            r?;
+        }
+        // The table may have been renamed meanwhile: find it by key id.
+        let current = self.catalog().by_key_id(t.key_id).cloned();
+        let Some(current) = current else {
+            return Ok(());
+        };
+        if current.indexes.iter().any(|ix| ix.id == id) {
+            self.table_alter(&current.db, &current.name, |x| {
+                for ix in x.indexes.iter_mut().filter(|ix| ix.id == id) {
+                    ix.ready = true;
+                }
+                Ok(())
+            })?;
+        }
+        self.catalog
+            .write()
+            .expect("catalog lock")
+            .builds
+            .remove(&id);
+        Ok(())
+    }
+
+    fn spawn_purge(self: &Rc<Self>, id: u64) {
+        let me = self.clone();
+        rdb_io::spawn_local(async move {
+            fiber::run(move || {
+                if let Err(e) = me.purge_index(id) {
+                    tracing::error!(index_id = id, "deleting a dropped index failed: {}", e.msg);
+                }
+            })
+            .await;
+        });
+    }
+
+    /// Restarts the builds of indexes that were not ready when the server stopped
+    /// (call once, on one core, after the catalog is loaded).
+    pub fn resume_builds(self: &Rc<Self>) {
+        let pending: Vec<(Arc<TableInfo>, u64)> = self
+            .catalog()
+            .tables()
+            .flat_map(|(_, t)| {
+                t.indexes
+                    .iter()
+                    .filter(|ix| !ix.ready)
+                    .map(|ix| (t.clone(), ix.id))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (t, id) in pending {
+            tracing::info!(table = %format!("{}.{}", t.db, t.name), index_id = id, "resuming an index build");
+            self.start_build(t, id);
+        }
     }
 
     // ---- documents ----

@@ -1,9 +1,10 @@
 //! A lazy scan over a key range of every shard, merged into key order. Each shard is
 //! read in batches (small first, so `limit(1)` stays cheap), so memory stays bounded
-//! however large the table is.
+//! however large the table is. Index scans read entries and get back the documents,
+//! keyed by exact index order.
 
-use super::shard::ScanReq;
-use super::Store;
+use super::shard::{IndexReadReq, ScanReq};
+use super::{KeyRange, Store};
 use crate::error::Result;
 use std::collections::VecDeque;
 use std::ops::Bound;
@@ -19,8 +20,20 @@ struct Cursor {
     done: bool,
 }
 
+/// What a scan reads: keys as stored, or an index's entries turned into documents.
+#[derive(Clone)]
+pub enum Source {
+    Keys,
+    Index {
+        table_prefix: Vec<u8>,
+        sec_lo: Bound<Vec<u8>>,
+        sec_hi: Bound<Vec<u8>>,
+    },
+}
+
 pub struct MergedScan {
     store: Rc<Store>,
+    source: Source,
     cursors: Vec<Cursor>,
     lo: Bound<Vec<u8>>,
     hi: Bound<Vec<u8>>,
@@ -31,6 +44,16 @@ pub struct MergedScan {
 
 impl MergedScan {
     pub fn new(store: Rc<Store>, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, reverse: bool) -> Self {
+        Self::with_source(store, Source::Keys, lo, hi, reverse)
+    }
+
+    pub fn with_source(
+        store: Rc<Store>,
+        source: Source,
+        lo: Bound<Vec<u8>>,
+        hi: Bound<Vec<u8>>,
+        reverse: bool,
+    ) -> Self {
         let start = if reverse { hi.clone() } else { lo.clone() };
         let cursors = (0..store.shards())
             .map(|_| Cursor {
@@ -41,6 +64,7 @@ impl MergedScan {
             .collect();
         MergedScan {
             store,
+            source,
             cursors,
             lo,
             hi,
@@ -50,43 +74,92 @@ impl MergedScan {
         }
     }
 
+    /// Reads until every shard not finished has a row buffered: merging needs the next
+    /// row of each. (An index read can come back empty yet unfinished when it skipped
+    /// entries outside the exact bounds.)
     fn refill(&mut self) -> Result<()> {
-        let need: Vec<usize> = (0..self.cursors.len())
-            .filter(|&i| self.cursors[i].buf.is_empty() && !self.cursors[i].done)
-            .collect();
-        if need.is_empty() {
-            return Ok(());
+        loop {
+            let need: Vec<usize> = (0..self.cursors.len())
+                .filter(|&i| self.cursors[i].buf.is_empty() && !self.cursors[i].done)
+                .collect();
+            if need.is_empty() {
+                return Ok(());
+            }
+            self.fetch(need)?;
         }
+    }
+
+    fn fetch(&mut self, need: Vec<usize>) -> Result<()> {
         let limit = self.batch;
         self.batch = (self.batch * 4).min(BATCH_MAX);
-        let reqs = need
+        let ranges: Vec<(usize, KeyRange)> = need
             .iter()
             .map(|&i| {
                 let c = &self.cursors[i];
-                let (lo, hi) = if self.reverse {
-                    (self.lo.clone(), c.resume.clone())
+                if self.reverse {
+                    (i, (self.lo.clone(), c.resume.clone()))
                 } else {
-                    (c.resume.clone(), self.hi.clone())
-                };
-                (
-                    i,
-                    ScanReq {
-                        lo,
-                        hi,
-                        reverse: self.reverse,
-                        limit,
-                    },
-                )
+                    (i, (c.resume.clone(), self.hi.clone()))
+                }
             })
             .collect();
-        let rows = self.store.scan_raw(reqs)?;
-        for (i, rows) in need.into_iter().zip(rows) {
-            let c = &mut self.cursors[i];
-            c.done = rows.len() < limit;
-            if let Some((k, _)) = rows.last() {
-                c.resume = Bound::Excluded(k.clone());
+        match &self.source {
+            Source::Keys => {
+                let reqs = ranges
+                    .into_iter()
+                    .map(|(i, (lo, hi))| {
+                        let reverse = self.reverse;
+                        (
+                            i,
+                            ScanReq {
+                                lo,
+                                hi,
+                                reverse,
+                                limit,
+                            },
+                        )
+                    })
+                    .collect();
+                let rows = self.store.scan_raw(reqs)?;
+                for (i, rows) in need.into_iter().zip(rows) {
+                    let c = &mut self.cursors[i];
+                    c.done = rows.len() < limit;
+                    if let Some((k, _)) = rows.last() {
+                        c.resume = Bound::Excluded(k.clone());
+                    }
+                    c.buf.extend(rows);
+                }
             }
-            c.buf.extend(rows);
+            Source::Index {
+                table_prefix,
+                sec_lo,
+                sec_hi,
+            } => {
+                let reqs = ranges
+                    .into_iter()
+                    .map(|(i, (lo, hi))| {
+                        let r = IndexReadReq {
+                            table_prefix: table_prefix.clone(),
+                            lo,
+                            hi,
+                            sec_lo: sec_lo.clone(),
+                            sec_hi: sec_hi.clone(),
+                            reverse: self.reverse,
+                            limit,
+                        };
+                        (i, r)
+                    })
+                    .collect();
+                let got = self.store.index_read_raw(reqs)?;
+                for (i, r) in need.into_iter().zip(got) {
+                    let c = &mut self.cursors[i];
+                    c.done = r.done;
+                    if let Some(k) = r.resume {
+                        c.resume = Bound::Excluded(k);
+                    }
+                    c.buf.extend(r.rows);
+                }
+            }
         }
         Ok(())
     }

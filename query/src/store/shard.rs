@@ -48,12 +48,74 @@ pub struct ScanReq {
 
 pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// One applied document change: key, old value, new value.
+type Change = (Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// A read of one index's entries, answered with the documents they point to.
+#[derive(Clone, Debug)]
+pub struct IndexReadReq {
+    /// Prefix of the table's document keys (the entry's primary key follows it).
+    pub table_prefix: Vec<u8>,
+    /// Entry keys to read (see `index::scan_bounds`).
+    pub lo: Bound<Vec<u8>>,
+    pub hi: Bound<Vec<u8>>,
+    /// Exact bounds on the encoded index value, for entries whose key holds a cut value.
+    pub sec_lo: Bound<Vec<u8>>,
+    pub sec_hi: Bound<Vec<u8>>,
+    pub reverse: bool,
+    /// Entries to read (a few more finish a run of cut values).
+    pub limit: usize,
+}
+
+/// Documents found through an index, keyed by `index::Entry::sort_key` (so they merge
+/// across shards in exact index order), and where to continue.
+#[derive(Debug, Default)]
+pub struct IndexRows {
+    pub rows: Rows,
+    /// The last entry key read; the next read starts after it.
+    pub resume: Option<Vec<u8>>,
+    pub done: bool,
+}
+
+/// Progress of one index build, summed over shards.
+#[derive(Debug, Default)]
+pub struct BuildProgress {
+    pub done: std::sync::atomic::AtomicU64,
+    pub total: std::sync::atomic::AtomicU64,
+}
+
+/// An index build on one shard: index every document of a table for one index.
+#[derive(Clone, Debug)]
+pub struct BuildReq {
+    pub table_lo: Vec<u8>,
+    pub table_hi: Vec<u8>,
+    pub index_id: u64,
+    pub progress: std::sync::Arc<BuildProgress>,
+}
+
+/// What writes derive from documents: the entries of secondary indexes. Injected by
+/// the evaluator (which runs index functions); the shard only places the entries in
+/// the document's write batch, under the document's key lock.
+pub trait IndexFns {
+    /// Entries (key, value) of the encoded document `doc` stored under `doc_key`, for
+    /// every index of its table, or only for index `only`. Empty for keys that are not
+    /// documents and for tables without indexes.
+    fn entries(&self, doc_key: &[u8], doc: &[u8], only: Option<u64>) -> Result<Rows>;
+    /// Whether the index still exists (builds stop when it is dropped).
+    fn index_exists(&self, index_id: u64) -> bool;
+}
+
 /// The operations every shard offers, as futures that own what they need.
 pub trait ShardOps {
     fn get(self: Rc<Self>, key: Vec<u8>) -> LocalFuture<Result<Option<Vec<u8>>>>;
     fn scan(self: Rc<Self>, req: ScanReq) -> LocalFuture<Result<Rows>>;
     fn write(self: Rc<Self>, ops: Vec<CasOp>, hard: bool) -> LocalFuture<Result<Vec<CasOutcome>>>;
     fn sync(self: Rc<Self>) -> LocalFuture<Result<()>>;
+    fn index_read(self: Rc<Self>, req: IndexReadReq) -> LocalFuture<Result<IndexRows>>;
+    fn build(self: Rc<Self>, req: BuildReq) -> LocalFuture<Result<()>>;
+    /// Deletes every key in `[lo, hi)` once writes already submitted are visible (so
+    /// none of them can add a key there afterwards); returns how many.
+    fn purge(self: Rc<Self>, lo: Vec<u8>, hi: Vec<u8>) -> LocalFuture<Result<u64>>;
 }
 
 /// A request from another core, with where to send the answer.
@@ -62,6 +124,9 @@ pub enum Request {
     Scan(ScanReq, flume::Sender<Result<Rows>>),
     Write(Vec<CasOp>, bool, flume::Sender<Result<Vec<CasOutcome>>>),
     Sync(flume::Sender<Result<()>>),
+    IndexRead(IndexReadReq, flume::Sender<Result<IndexRows>>),
+    Build(BuildReq, flume::Sender<Result<()>>),
+    Purge(Vec<u8>, Vec<u8>, flume::Sender<Result<u64>>),
 }
 
 /// Keys with a write in progress; writers of the same key queue behind each other.
@@ -112,6 +177,7 @@ impl KeyLocks {
 pub struct LocalShard<F: Fs> {
     shard: Shard<F>,
     locks: KeyLocks,
+    indexes: Option<Rc<dyn IndexFns>>,
     /// A background flush/compaction task is running.
     maintaining: Cell<bool>,
 }
@@ -155,10 +221,13 @@ fn storage_err(e: rdb_engine::Error) -> ReqlError {
 }
 
 impl<F: Fs + 'static> LocalShard<F> {
-    pub fn new(shard: Shard<F>) -> Rc<LocalShard<F>> {
+    /// A shard whose writes maintain the indexes `indexes` describes (`None`: keys
+    /// only, for tools and tests).
+    pub fn new(shard: Shard<F>, indexes: Option<Rc<dyn IndexFns>>) -> Rc<LocalShard<F>> {
         Rc::new(LocalShard {
             shard,
             locks: KeyLocks::default(),
+            indexes,
             maintaining: Cell::new(false),
         })
     }
@@ -179,6 +248,8 @@ impl<F: Fs + 'static> LocalShard<F> {
         stage.set("reading current values");
         let mut batch = WriteBatch::new();
         let mut out = Vec::with_capacity(ops.len());
+        // Applied changes (key, old, new), for the index entries they imply.
+        let mut changes: Vec<Change> = Vec::new();
         // Later ops in one request see earlier ones (two inserts of one key conflict).
         let mut pending: rustc_hash::FxHashMap<Vec<u8>, Option<Vec<u8>>> =
             rustc_hash::FxHashMap::default();
@@ -200,8 +271,19 @@ impl<F: Fs + 'static> LocalShard<F> {
                 Some(v) => batch.put(op.key.clone(), v.clone()),
                 None => batch.delete(op.key.clone()),
             };
+            if self.indexes.is_some() {
+                changes.push((op.key.clone(), current.clone(), op.new.clone()));
+            }
             pending.insert(op.key, op.new);
             out.push(CasOutcome::Applied { old: current });
+        }
+        // From here to submitting the batch nothing waits: the index list read below is
+        // the one the write is made with (index builds and drops rely on it; see
+        // `Shard::settle`).
+        if let Some(ix) = &self.indexes {
+            for (key, old, new) in &changes {
+                index_changes(&**ix, key, old.as_deref(), new.as_deref(), &mut batch)?;
+            }
         }
         let durability = if hard {
             Durability::Hard
@@ -256,9 +338,269 @@ impl<F: Fs + 'static> LocalShard<F> {
                     Request::Sync(tx) => {
                         let _ = tx.send(me.sync().await);
                     }
+                    Request::IndexRead(r, tx) => {
+                        let _ = tx.send(me.index_read(r).await);
+                    }
+                    Request::Build(r, tx) => {
+                        let _ = tx.send(me.build(r).await);
+                    }
+                    Request::Purge(lo, hi, tx) => {
+                        let _ = tx.send(me.purge(lo, hi).await);
+                    }
                 }
             });
         }
+    }
+}
+
+/// Adds to `batch` the index entry changes of one document change: entries of the old
+/// version that the new one lacks are deleted, new ones put.
+fn index_changes(
+    ix: &dyn IndexFns,
+    key: &[u8],
+    old: Option<&[u8]>,
+    new: Option<&[u8]>,
+    batch: &mut WriteBatch,
+) -> Result<()> {
+    let before = match old {
+        Some(d) => ix.entries(key, d, None)?,
+        None => Vec::new(),
+    };
+    let after = match new {
+        Some(d) => ix.entries(key, d, None)?,
+        None => Vec::new(),
+    };
+    if before.is_empty() && after.is_empty() {
+        return Ok(());
+    }
+    let kept: rustc_hash::FxHashMap<&[u8], &[u8]> = after
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    let had: rustc_hash::FxHashMap<&[u8], &[u8]> = before
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    for (k, _) in &before {
+        if !kept.contains_key(k.as_slice()) {
+            batch.delete(k.clone());
+        }
+    }
+    for (k, v) in &after {
+        if had.get(k.as_slice()) != Some(&v.as_slice()) {
+            batch.put(k.clone(), v.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Documents indexed per step of an index build.
+const BUILD_CHUNK_ROWS: usize = 128;
+/// Shortest pause between two build steps. Each pause is at least as long as the step
+/// before it, so a build takes at most half of its core and queries keep their latency.
+const BUILD_PAUSE_MIN: std::time::Duration = std::time::Duration::from_millis(1);
+/// Entries read at a time to finish a run of cut index values.
+const CUT_RUN_CHUNK: usize = 64;
+
+impl<F: Fs + 'static> LocalShard<F> {
+    async fn do_index_read(&self, r: IndexReadReq) -> Result<IndexRows> {
+        let snap = self.shard.snapshot();
+        let mut raw = self
+            .shard
+            .scan(
+                as_ref_bound(&r.lo),
+                as_ref_bound(&r.hi),
+                Some(&snap),
+                r.reverse,
+                r.limit,
+            )
+            .await
+            .map_err(storage_err)?;
+        let mut done = raw.len() < r.limit;
+        // Entries whose values share a cut prefix sort by primary key in storage: read
+        // the whole run so it can be put in value order here.
+        while !done {
+            let (last_k, last_v) = raw.last().expect("a full batch is not empty");
+            let last = super::index::parse_entry(last_k, last_v)?;
+            if !last.cut {
+                break;
+            }
+            let run_prefix =
+                last_k[..super::index::PREFIX_BYTES + super::index::SEC_BYTES_MAX].to_vec();
+            let after = Bound::Excluded(last_k.clone());
+            let (lo, hi) = if r.reverse {
+                (r.lo.clone(), after)
+            } else {
+                (after, r.hi.clone())
+            };
+            let more = self
+                .shard
+                .scan(
+                    as_ref_bound(&lo),
+                    as_ref_bound(&hi),
+                    Some(&snap),
+                    r.reverse,
+                    CUT_RUN_CHUNK,
+                )
+                .await
+                .map_err(storage_err)?;
+            let n = more.len();
+            let mut left_run = false;
+            for (k, v) in more {
+                if !k.starts_with(&run_prefix) {
+                    left_run = true;
+                    break;
+                }
+                raw.push((k, v));
+            }
+            if left_run {
+                break;
+            }
+            done = n < CUT_RUN_CHUNK;
+        }
+        let resume = raw.last().map(|(k, _)| k.clone());
+        let mut rows = Vec::with_capacity(raw.len());
+        let mut any_cut = false;
+        for (k, v) in &raw {
+            let e = super::index::parse_entry(k, v)?;
+            if !super::index::within(e.sec, &r.sec_lo, &r.sec_hi) {
+                continue;
+            }
+            any_cut |= e.cut;
+            let mut doc_key = r.table_prefix.clone();
+            doc_key.extend_from_slice(e.pk);
+            let Some(doc) = self
+                .shard
+                .get(&doc_key, Some(&snap))
+                .await
+                .map_err(storage_err)?
+            else {
+                return Err(ReqlError::new(
+                    ErrorKind::Internal,
+                    "An index entry points to a missing document (the index disagrees with its table).",
+                ));
+            };
+            rows.push((e.sort_key(), doc));
+        }
+        if any_cut {
+            if r.reverse {
+                rows.sort_by(|a, b| b.0.cmp(&a.0));
+            } else {
+                rows.sort_by(|a, b| a.0.cmp(&b.0));
+            }
+        }
+        Ok(IndexRows { rows, resume, done })
+    }
+
+    async fn do_build(self: &Rc<Self>, r: BuildReq) -> Result<()> {
+        let Some(ix) = self.indexes.clone() else {
+            return Ok(());
+        };
+        // Writes submitted before the index existed do not index it: wait until they
+        // are visible, so the scan below sees them.
+        self.shard.settle().await;
+        let hi = Bound::Excluded(r.table_hi.as_slice());
+        let mut total = 0u64;
+        let mut lo = Bound::Included(r.table_lo.clone());
+        loop {
+            let rows = self
+                .shard
+                .scan(as_ref_bound(&lo), hi, None, false, 4096)
+                .await
+                .map_err(storage_err)?;
+            total += rows.len() as u64;
+            match rows.last() {
+                Some((k, _)) if rows.len() == 4096 => lo = Bound::Excluded(k.clone()),
+                _ => break,
+            }
+        }
+        r.progress
+            .total
+            .fetch_add(total, std::sync::atomic::Ordering::Relaxed);
+        let mut lo = Bound::Included(r.table_lo.clone());
+        loop {
+            if !ix.index_exists(r.index_id) {
+                return Ok(());
+            }
+            let step_started = std::time::Instant::now();
+            let rows = self
+                .shard
+                .scan(as_ref_bound(&lo), hi, None, false, BUILD_CHUNK_ROWS)
+                .await
+                .map_err(storage_err)?;
+            let Some((last, _)) = rows.last() else {
+                break;
+            };
+            lo = Bound::Excluded(last.clone());
+            let keys: Vec<Vec<u8>> = rows.into_iter().map(|(k, _)| k).collect();
+            let n = keys.len();
+            // Under the documents' locks no writer changes them between the read and
+            // the entries written from it.
+            let _guard = self.locks.lock(keys.clone()).await;
+            let mut current = Vec::with_capacity(n);
+            for k in &keys {
+                current.push(self.shard.get(k, None).await.map_err(storage_err)?);
+            }
+            if !ix.index_exists(r.index_id) {
+                return Ok(());
+            }
+            let mut batch = WriteBatch::new();
+            for (k, v) in keys.iter().zip(&current) {
+                if let Some(v) = v {
+                    for (ek, ev) in ix.entries(k, v, Some(r.index_id))? {
+                        batch.put(ek, ev);
+                    }
+                }
+            }
+            self.shard
+                .write(batch, Durability::Soft)
+                .await
+                .map_err(storage_err)?;
+            drop(_guard);
+            r.progress
+                .done
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            self.kick_maintenance();
+            if n < BUILD_CHUNK_ROWS {
+                break;
+            }
+            rdb_io::sleep(step_started.elapsed().max(BUILD_PAUSE_MIN)).await;
+        }
+        self.shard.sync().await.map_err(storage_err)
+    }
+
+    async fn do_purge(self: &Rc<Self>, lo: Vec<u8>, hi: Vec<u8>) -> Result<u64> {
+        self.shard.settle().await;
+        let mut n = 0u64;
+        loop {
+            let rows = self
+                .shard
+                .scan(
+                    Bound::Included(lo.as_slice()),
+                    Bound::Excluded(hi.as_slice()),
+                    None,
+                    false,
+                    4096,
+                )
+                .await
+                .map_err(storage_err)?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut batch = WriteBatch::new();
+            for (k, _) in &rows {
+                batch.delete(k.clone());
+            }
+            n += rows.len() as u64;
+            self.shard
+                .write(batch, Durability::Soft)
+                .await
+                .map_err(storage_err)?;
+            self.kick_maintenance();
+            futures_lite::future::yield_now().await;
+        }
+        self.shard.sync().await.map_err(storage_err)?;
+        Ok(n)
     }
 }
 
@@ -303,5 +645,14 @@ impl<F: Fs + 'static> ShardOps for LocalShard<F> {
     }
     fn sync(self: Rc<Self>) -> LocalFuture<Result<()>> {
         Box::pin(async move { self.shard.sync().await.map_err(storage_err) })
+    }
+    fn index_read(self: Rc<Self>, req: IndexReadReq) -> LocalFuture<Result<IndexRows>> {
+        Box::pin(async move { self.do_index_read(req).await })
+    }
+    fn build(self: Rc<Self>, req: BuildReq) -> LocalFuture<Result<()>> {
+        Box::pin(async move { self.do_build(req).await })
+    }
+    fn purge(self: Rc<Self>, lo: Vec<u8>, hi: Vec<u8>) -> LocalFuture<Result<u64>> {
+        Box::pin(async move { self.do_purge(lo, hi).await })
     }
 }
