@@ -7,8 +7,9 @@ use std::ops::Bound;
 /// Approximate per-entry overhead in the map, for the flush threshold.
 const ENTRY_OVERHEAD_BYTES: usize = 48;
 
-/// One key's versions, oldest first (ascending sequence numbers).
-type Versions = Vec<(Seq, Option<Vec<u8>>)>;
+/// One key's versions, oldest first (ascending sequence numbers). Most keys have one,
+/// kept inline (no allocation of its own).
+type Versions = smallvec::SmallVec<[(Seq, Option<Vec<u8>>); 1]>;
 
 /// The memtable's entries in internal order: user key ascending, then sequence number
 /// descending. Versions are grouped under their key so a point read looks the key up by

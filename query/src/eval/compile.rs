@@ -35,6 +35,20 @@ pub fn compile(f: &Func) -> Option<Pred> {
     compile_pred(&f.body, f.params[0], &f.env)
 }
 
+/// The field a one-argument function reads, when it is exactly `row(field)`: such
+/// functions are answered from the encoded row without decoding or evaluating it.
+/// (Longer paths are not: `row(a)(b)` maps over an array-valued `a`.)
+pub fn single_field(f: &Func) -> Option<String> {
+    let row = match f.params.as_slice() {
+        [p] => *p,
+        _ => return None,
+    };
+    match operand(&f.body, row, &f.env)? {
+        Operand::Field(mut path) if path.len() == 1 => path.pop(),
+        _ => None,
+    }
+}
+
 fn compile_pred(t: &Term, row: i64, env: &Env) -> Option<Pred> {
     let op = match t {
         Term::Datum(Datum::Bool(b)) => return Some(Pred::Const(*b)),

@@ -25,7 +25,14 @@ const WAIT_POLL_MS_MAX: u64 = 500;
 pub struct Indexer {
     catalog: SharedCatalog,
     ctx: Rc<Ctx>,
-    funcs: RefCell<rustc_hash::FxHashMap<u64, Rc<Func>>>,
+    funcs: RefCell<rustc_hash::FxHashMap<u64, Rc<IndexFn>>>,
+}
+
+/// An index function ready to run.
+enum IndexFn {
+    /// `row(field)`: read straight from the encoded document.
+    Field(String),
+    Func(Rc<Func>),
 }
 
 impl Indexer {
@@ -37,11 +44,15 @@ impl Indexer {
         }))
     }
 
-    fn func(&self, ix: &IndexInfo) -> Result<Rc<Func>> {
+    fn func(&self, ix: &IndexInfo) -> Result<Rc<IndexFn>> {
         if let Some(f) = self.funcs.borrow().get(&ix.id) {
             return Ok(f.clone());
         }
         let f = load_function(&self.ctx, &ix.function)?;
+        let f = Rc::new(match super::compile::single_field(&f) {
+            Some(field) => IndexFn::Field(field),
+            None => IndexFn::Func(f),
+        });
         self.funcs.borrow_mut().insert(ix.id, f.clone());
         Ok(f)
     }
@@ -92,7 +103,8 @@ impl IndexFns for Indexer {
                 _ => return Ok(Vec::new()),
             }
         };
-        let d = decode_doc(doc)?;
+        // Decoded only if some index function needs the whole document.
+        let mut decoded: Option<Datum> = None;
         let pk = &doc_key[9..];
         let mut out = Vec::new();
         for ix in &table.indexes {
@@ -106,10 +118,25 @@ impl IndexFns for Indexer {
                     continue;
                 }
             };
-            // A function that fails on a document leaves it out of the index.
-            let v = call_func(&self.ctx, &f, std::slice::from_ref(&d))
-                .and_then(|v| v.into_datum(&self.ctx));
-            if let Ok(v) = v {
+            // A function that fails on a document (a missing field...) leaves it out
+            // of the index.
+            let v = match &*f {
+                IndexFn::Field(field) => {
+                    crate::codec::field_path(doc, &[field.as_str()]).map_err(|e| {
+                        crate::error::internal(format!("Corrupt document in storage: {}", e.0))
+                    })?
+                }
+                IndexFn::Func(func) => {
+                    if decoded.is_none() {
+                        decoded = Some(decode_doc(doc)?);
+                    }
+                    let d = decoded.as_ref().expect("decoded above");
+                    call_func(&self.ctx, func, std::slice::from_ref(d))
+                        .and_then(|v| v.into_datum(&self.ctx))
+                        .ok()
+                }
+            };
+            if let Some(v) = v {
                 value_entries(ix, &v, pk, &mut out);
             }
         }

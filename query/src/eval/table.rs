@@ -118,9 +118,25 @@ fn empty_range(lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
 
 /// The documents of a slice, in its index's order (ascending unless it says otherwise).
 pub fn slice_stream(t: &Rc<TableRef>, slice: Slice, kind: &'static str) -> Stream {
+    slice_stream_expecting(t, slice, kind, None)
+}
+
+/// `slice_stream` for a consumer that wants about `rows` rows.
+fn slice_stream_expecting(
+    t: &Rc<TableRef>,
+    slice: Slice,
+    kind: &'static str,
+    rows: Option<usize>,
+) -> Stream {
     let mut s = match slice_scan(t, &slice) {
         None => Stream::from_vec(Vec::new()),
-        Some(scan) => Stream::from_raw(Box::new(scan.map(|r| r.map(|(_, v)| v)))),
+        Some(scan) => {
+            let scan = match rows {
+                Some(n) => scan.expect_rows(n),
+                None => scan,
+            };
+            Stream::from_raw(Box::new(scan.map(|r| r.map(|(_, v)| v))))
+        }
     };
     s.sel = Some(Selection {
         slice: Some(Box::new(slice)),
@@ -472,6 +488,19 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
             if selection_of(&args[0]).is_some() =>
         {
             let t = selection_of(&args[0]).expect("checked");
+            if let (tt::LIMIT, Some(Val::Datum(Datum::Num(n)))) = (ty, args.get(1)) {
+                // A slice not read yet is read in batches sized for the limit.
+                if let Some((t, slice)) = slice_of(&args[0]) {
+                    if *n >= 0.0 && t.system.is_none() {
+                        let kind = match &args[0] {
+                            Val::Stream(s) => s.sel.as_ref().map_or("TABLE", |x| x.kind),
+                            _ => "TABLE",
+                        };
+                        args[0] =
+                            Val::Stream(slice_stream_expecting(&t, slice, kind, Some(*n as usize)));
+                    }
+                }
+            }
             if ty == tt::BRACKET && !matches!(args.get(1), Some(Val::Datum(Datum::Num(_)))) {
                 return Ok(None);
             }

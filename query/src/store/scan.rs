@@ -74,6 +74,16 @@ impl MergedScan {
         }
     }
 
+    /// Sizes the first reads for a consumer that wants about `rows` rows (a `limit`):
+    /// each shard is asked for its share with some slack, rather than for a fixed small
+    /// batch followed by a large one.
+    pub fn expect_rows(mut self, rows: usize) -> Self {
+        let shards = self.cursors.len().max(1);
+        let share = rows.saturating_mul(5) / (4 * shards) + 16;
+        self.batch = share.clamp(1, BATCH_MAX);
+        self
+    }
+
     /// Reads until every shard not finished has a row buffered: merging needs the next
     /// row of each. (An index read can come back empty yet unfinished when it skipped
     /// entries outside the exact bounds.)

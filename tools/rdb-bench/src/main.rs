@@ -45,7 +45,8 @@ struct Opts {
     password: String,
     /// Workload: expr (r.expr(1)), load (insert --keys documents, then stop), insert,
     /// get, update, ycsb-a (50% update), ycsb-b (5% update), ycsb-c (gets), scan
-    /// (filter+count over the table).
+    /// (filter+count over the table), get-all (get_all by index f0), order-limit (the
+    /// 100 documents from a random f0 value up, in f0 order).
     #[arg(long, default_value = "expr")]
     workload: String,
     #[arg(long, default_value = "test")]
@@ -64,6 +65,12 @@ struct Opts {
     /// Write durability: hard or soft.
     #[arg(long, default_value = "hard")]
     durability: String,
+    /// Integer fields f0..f<N-1> added to every document (values drawn from 0..keys).
+    #[arg(long, default_value_t = 0)]
+    fields: usize,
+    /// With --setup: secondary indexes on fields f0..f<N-1> (implies --fields N).
+    #[arg(long, default_value_t = 0)]
+    indexes: usize,
     /// Key distribution: uniform or zipfian.
     #[arg(long, default_value = "uniform")]
     distribution: String,
@@ -107,6 +114,9 @@ fn spec(o: &Opts) -> Result<workload::Spec, String> {
     if o.batch == 0 {
         return Err("--batch must be at least 1".into());
     }
+    if o.indexes > 64 {
+        return Err("--indexes is at most 64".into());
+    }
     Ok(workload::Spec {
         name: o.workload.clone(),
         db: o.db.clone(),
@@ -116,6 +126,8 @@ fn spec(o: &Opts) -> Result<workload::Spec, String> {
         doc_bytes: o.doc_bytes,
         durability: o.durability.clone(),
         zipfian,
+        fields: o.fields.max(o.indexes),
+        indexes: o.indexes,
     })
 }
 
@@ -183,6 +195,12 @@ fn run_connection(o: &Opts, mut gen: workload::Generator, sh: &Shared) -> Result
     c.flush().map_err(|e| e.to_string())?;
     while !sent.is_empty() {
         let (token, t, body) = c.recv().map_err(|e| format!("recv: {e}"))?;
+        if t == SUCCESS_PARTIAL {
+            // A stream answered in several batches: the operation ends with the last.
+            c.send(token, CONTINUE).map_err(|e| e.to_string())?;
+            c.flush().map_err(|e| e.to_string())?;
+            continue;
+        }
         let start = sent.remove(&token).ok_or("response for an unknown token")?;
         // Write results report row errors inside a successful response.
         let failed = t >= 16 || (t == 1 && has_write_errors(&body));
@@ -222,6 +240,10 @@ fn run_connection(o: &Opts, mut gen: workload::Generator, sh: &Shared) -> Result
 }
 
 /// True when a write result (`{"t":1,"r":[{...}]}`) counts errors.
+/// Response type of a partial stream, and the query that asks for the next batch.
+const SUCCESS_PARTIAL: u32 = 3;
+const CONTINUE: &[u8] = b"[2]";
+
 fn has_write_errors(body: &[u8]) -> bool {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
         return false;

@@ -1,6 +1,7 @@
 //! Workloads: the query each operation sends. Table workloads address documents
-//! `{id: <int>, v: <int 0..1000>, pad: <string>}` in `--db`.`--table`; keys are drawn
-//! uniformly or from a zipfian distribution over `--keys`.
+//! `{id: <int>, v: <int 0..1000>, f0..f<K-1>: <int 0..keys>, pad: <string>}` in
+//! `--db`.`--table` (K = `--fields`); keys are drawn uniformly or from a zipfian
+//! distribution over `--keys`. `--indexes N` creates indexes on f0..f<N-1> (each named after its field).
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -20,9 +21,18 @@ const UPDATE: u32 = 53;
 const INSERT: u32 = 56;
 const FUNC: u32 = 69;
 const BRACKET: u32 = 170;
+const GET_ALL: u32 = 78;
+const BETWEEN: u32 = 182;
+const ORDER_BY: u32 = 41;
+const LIMIT: u32 = 71;
+const MAXVAL: u32 = 181;
+const INDEX_CREATE: u32 = 75;
+const INDEX_WAIT: u32 = 140;
 
-pub const NAMES: &str =
-    "expr, load, insert, get, update, ycsb-a, ycsb-b, ycsb-c, scan (filter+count)";
+pub const NAMES: &str = "expr, load, insert, get, update, ycsb-a, ycsb-b, ycsb-c, scan (filter+count), get-all (by index f0), order-limit (between(k, maxval, index f0).order_by(index f0).limit(100))";
+
+/// Rows `order-limit` reads per query.
+pub const ORDER_LIMIT_ROWS: u64 = 100;
 
 /// What a workload needs from the command line.
 #[derive(Clone, Debug)]
@@ -35,6 +45,10 @@ pub struct Spec {
     pub doc_bytes: usize,
     pub durability: String,
     pub zipfian: bool,
+    /// Integer fields f0..f<fields-1> in every document.
+    pub fields: usize,
+    /// Secondary indexes on f0..f<indexes-1>, created by `--setup`.
+    pub indexes: usize,
 }
 
 /// Makes one connection's queries.
@@ -93,7 +107,12 @@ impl Generator {
     }
 
     fn doc(&mut self, id: u64) -> Value {
-        json!({"id": id, "v": self.rng.gen_range(0..1000), "pad": self.pad})
+        let mut d = json!({"id": id, "v": self.rng.gen_range(0..1000), "pad": self.pad});
+        for f in 0..self.spec.fields {
+            let v = self.rng.gen_range(0..self.spec.keys.max(1));
+            d[format!("f{f}")] = json!(v);
+        }
+        d
     }
 
     fn insert(&mut self) -> Option<Vec<u8>> {
@@ -154,6 +173,18 @@ impl Generator {
                     Some(self.get())
                 }
             }
+            "get-all" => {
+                let k = self.key();
+                Some(query(
+                    json!([GET_ALL, [table(&self.spec), k], {"index": "f0"}]),
+                ))
+            }
+            "order-limit" => {
+                let k = self.key();
+                let slice = json!([BETWEEN, [table(&self.spec), k, [MAXVAL, []]], {"index": "f0"}]);
+                let ordered = json!([ORDER_BY, [slice], {"index": "f0"}]);
+                Some(query(json!([LIMIT, [ordered, ORDER_LIMIT_ROWS]])))
+            }
             "scan" => Some(query(json!([
                 COUNT,
                 [[
@@ -176,6 +207,7 @@ impl Generator {
         match self.spec.name.as_str() {
             "load" | "insert" => self.spec.batch as u64,
             "scan" => self.spec.keys,
+            "order-limit" => ORDER_LIMIT_ROWS,
             _ => 1,
         }
     }
@@ -183,17 +215,24 @@ impl Generator {
 
 pub fn check(name: &str) -> Result<(), String> {
     match name {
-        "expr" | "load" | "insert" | "get" | "update" | "ycsb-a" | "ycsb-b" | "ycsb-c" | "scan" => {
-            Ok(())
-        }
+        "expr" | "load" | "insert" | "get" | "update" | "ycsb-a" | "ycsb-b" | "ycsb-c" | "scan"
+        | "get-all" | "order-limit" => Ok(()),
         other => Err(format!("unknown workload `{other}` (available: {NAMES})")),
     }
 }
 
-/// Queries that create the database and table (errors for existing ones are fine).
+/// Queries that create the database, the table and its indexes, then wait for the
+/// indexes (errors for existing ones are fine).
 pub fn setup_queries(spec: &Spec) -> Vec<Vec<u8>> {
-    vec![
+    let mut q = vec![
         query(json!([57, [spec.db]])),
         query(json!([60, [[DB, [spec.db]], spec.table]])),
-    ]
+    ];
+    for i in 0..spec.indexes {
+        q.push(query(json!([INDEX_CREATE, [table(spec), format!("f{i}")]])));
+    }
+    if spec.indexes > 0 {
+        q.push(query(json!([INDEX_WAIT, [table(spec)]])));
+    }
+    q
 }
