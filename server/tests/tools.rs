@@ -75,6 +75,44 @@ fn bench_and_inspect_a_real_server() {
     let server = common::start("tools", &["--cores", "1"]);
     let port = server.port;
 
+    // A table with two secondary indexes first, so its writes open the WAL.
+    let ix = bench(
+        port,
+        &[
+            "--setup",
+            "--table",
+            "ix",
+            "--indexes",
+            "2",
+            "--workload",
+            "load",
+            "--keys",
+            "2000",
+            "--batch",
+            "500",
+        ],
+    );
+    assert_eq!(ix["docs"], 2000, "{ix}");
+    for w in ["get-all", "order-limit"] {
+        let r = bench(
+            port,
+            &[
+                "--table",
+                "ix",
+                "--workload",
+                w,
+                "--keys",
+                "2000",
+                "--duration",
+                "1",
+                "--warmup",
+                "0.2",
+            ],
+        );
+        assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+    }
+
     let load = bench(
         port,
         &[
@@ -128,8 +166,10 @@ fn bench_and_inspect_a_real_server() {
     assert!(ok && out.contains("no problems"), "{out}");
     // Documents are shown as JSON.
     let shard = dir.join("shard-0");
-    let (ok, out) = inspect(&["wal", shard.to_str().unwrap(), "--limit", "3"]);
+    let (ok, out) = inspect(&["wal", shard.to_str().unwrap(), "--limit", "12"]);
     assert!(ok && out.contains("\"pad\":\"xxx"), "{out}");
+    // Index entries are shown as their value and primary key.
+    assert!(out.contains("index entry: value"), "{out}");
 
     // A copy with one flipped byte in the newest WAL segment: verify names it.
     let copy = dir.with_extension("corrupt");

@@ -138,7 +138,26 @@ pub fn show(b: &[u8]) -> String {
 }
 
 /// A stored value: a document (rdb's binary encoding) as JSON, anything else as bytes.
-pub fn show_value(v: &[u8]) -> String {
+/// A stored value as a reader wants it: documents as JSON, secondary index entries as
+/// their index value, primary key and tag; anything else as text or hex.
+pub fn show_value(k: &[u8], v: &[u8]) -> String {
+    use rdb_query::store::index;
+    if k.first() == Some(&index::INDEX_PREFIX) {
+        if let Ok(e) = index::parse_entry(k, v) {
+            let json = |b: &[u8]| match rdb_query::keycode::decode_prefix(b) {
+                Some((d, _)) => rdb_query::json::to_json(&d),
+                None => show(b),
+            };
+            let mut out = format!("index entry: value {} pk {}", json(e.sec), json(e.pk));
+            if let Some(t) = e.tag {
+                out.push_str(&format!(" tag {t}"));
+            }
+            if e.cut {
+                out.push_str(" (value cut in the key)");
+            }
+            return out;
+        }
+    }
     match rdb_query::codec::decode(v) {
         Ok(d) => rdb_query::json::to_json(&d),
         Err(_) => show(v),
@@ -333,7 +352,7 @@ fn dump_wal(shard: &Path, from: u64, limit: usize) -> Result<(), String> {
                                     "  seq {} put {} = {}",
                                     seq + i as u64,
                                     show(k),
-                                    show_value(v)
+                                    show_value(k, v)
                                 )
                             }
                             None => println!("  seq {} delete {}", seq + i as u64, show(k)),
@@ -394,7 +413,7 @@ fn dump_sst(
         }
         n += 1;
         match &e.value {
-            Some(v) => println!("{} @{} = {}", show(&e.key), e.seq, show_value(v)),
+            Some(v) => println!("{} @{} = {}", show(&e.key), e.seq, show_value(&e.key, v)),
             None => println!("{} @{} deleted", show(&e.key), e.seq),
         }
     }
