@@ -80,6 +80,7 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + 'static>(
         reading: Some(Box::pin(read_frame(reader))),
         parked_reader: None,
         noreply_waiters: Vec::new(),
+        feed_reads: std::collections::HashSet::new(),
         pending: Vec::new(),
         closing: false,
     };
@@ -146,6 +147,9 @@ struct Conn<S: AsyncRead + AsyncWrite + Unpin> {
     /// The reader, while too many queries run to read another frame.
     parked_reader: Option<Reader<S>>,
     noreply_waiters: Vec<u64>,
+    /// Running CONTINUEs of changefeeds: they may wait indefinitely for changes, so
+    /// NOREPLY_WAIT does not wait for them.
+    feed_reads: std::collections::HashSet<u64>,
     pending: Vec<u8>,
     closing: bool,
 }
@@ -155,15 +159,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Conn<S> {
     fn handle(&mut self, ev: Event<S>) -> io::Result<bool> {
         match ev {
             Event::Done(token, outcome) => {
-                if let Some(c) = outcome.cursor {
-                    self.session.keep_cursor(token, c);
+                self.feed_reads.remove(&token);
+                match outcome.cursor {
+                    Some(c) => self.session.keep_cursor(token, c),
+                    None => self.session.finished(token),
                 }
                 if let Some(r) = outcome.reply {
                     self.pending.extend_from_slice(&r);
                 }
             }
             Event::Read(r, frame) => match frame? {
-                Frame::Eof => self.closing = true,
+                Frame::Eof => {
+                    self.closing = true;
+                    self.session.cancel_feeds();
+                }
                 Frame::TooLarge(token, len) => {
                     let msg = format!(
                         "Query size ({len}) greater than maximum ({}).",
@@ -182,14 +191,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Conn<S> {
                         Step::Reply(Some(r)) => self.pending.extend_from_slice(&r),
                         Step::Reply(None) => {}
                         Step::NoreplyWait => self.noreply_waiters.push(token),
-                        Step::Run(job) => self.tasks.push(Box::pin(run_job(token, job))),
+                        Step::Run(job) => {
+                            if self.session.is_feed(token) {
+                                self.feed_reads.insert(token);
+                            }
+                            self.tasks.push(Box::pin(run_job(token, job)));
+                        }
                     }
                     self.parked_reader = Some(r);
                 }
             },
         }
-        // NOREPLY_WAIT is answered once everything started before it has finished.
-        if self.tasks.is_empty() {
+        // NOREPLY_WAIT is answered once everything started before it has finished
+        // (changefeed reads aside).
+        if self.tasks.len() == self.feed_reads.len() {
             for t in self.noreply_waiters.drain(..) {
                 self.pending.extend_from_slice(&noreply_wait_done(t));
             }

@@ -27,6 +27,7 @@ pub fn error_type(kind: ErrorKind) -> u32 {
         // `r.error()` outside `default` is a logic error, as RethinkDB reports it.
         ErrorKind::EmptyUser => 3_000_000,
         ErrorKind::Permission => 6_000_000,
+        ErrorKind::FeedPaused => 1_000_000,
     }
 }
 

@@ -4,6 +4,7 @@
 use crate::frame::{BodyError, Query};
 use crate::response::{self, client_error};
 use rdb_query::error::{logic, ErrorKind};
+use rdb_query::eval::feed::{self, FeedControl};
 use rdb_query::eval::{self, Ctx, Env, Stream, Val};
 use rdb_query::json::write_json;
 use rdb_query::store::Store;
@@ -38,6 +39,7 @@ const GLOBAL_OPTARGS: &[&str] = &[
     "first_batch_scaledown_factor",
     "read_mode",
     "min_batch_rows",
+    "changefeed_queue_size",
 ];
 
 pub struct Cursor {
@@ -45,6 +47,8 @@ pub struct Cursor {
     stream: Stream,
     batch_rows: usize,
     batch_bytes: usize,
+    /// The changefeeds the stream reads (empty for a plain stream).
+    feeds: Vec<Rc<FeedControl>>,
 }
 
 /// Identity reported by SERVER_INFO.
@@ -56,6 +60,9 @@ pub struct ServerInfo {
 
 pub struct Session {
     cursors: HashMap<u64, Cursor>,
+    /// Changefeeds of open cursors, also while a CONTINUE holds the cursor (so STOP and
+    /// a closing connection can end a read that waits for changes).
+    feeds: HashMap<u64, Vec<Rc<FeedControl>>>,
     server: ServerInfo,
     store: Option<Rc<Store>>,
 }
@@ -64,6 +71,7 @@ impl Session {
     pub fn new(server: ServerInfo, store: Option<Rc<Store>>) -> Session {
         Session {
             cursors: HashMap::new(),
+            feeds: HashMap::new(),
             server,
             store,
         }
@@ -106,7 +114,7 @@ impl Session {
             }
             Query::Continue => match self.cursors.remove(&token) {
                 Some(c) => Step::Run(Box::new(move || {
-                    let (reply, cursor) = next_batch(token, c, None);
+                    let (reply, cursor) = next_batch(token, c, None, true);
                     Outcome {
                         reply: Some(reply),
                         cursor,
@@ -120,6 +128,10 @@ impl Session {
             },
             Query::Stop => {
                 self.cursors.remove(&token);
+                // A CONTINUE waiting for changes ends now, answered on its own.
+                for f in self.feeds.remove(&token).into_iter().flatten() {
+                    f.cancel();
+                }
                 Step::Reply(Some(response::success(
                     token,
                     response::SUCCESS_SEQUENCE,
@@ -145,7 +157,27 @@ impl Session {
 
     /// Keeps a cursor for the client's next CONTINUE.
     pub fn keep_cursor(&mut self, token: u64, c: Cursor) {
+        if !c.feeds.is_empty() {
+            self.feeds.insert(token, c.feeds.clone());
+        }
         self.cursors.insert(token, c);
+    }
+
+    /// A query finished without a cursor to keep.
+    pub fn finished(&mut self, token: u64) {
+        self.feeds.remove(&token);
+    }
+
+    /// Whether `token` is a changefeed (its CONTINUE may wait indefinitely).
+    pub fn is_feed(&self, token: u64) -> bool {
+        self.feeds.contains_key(&token)
+    }
+
+    /// Ends every changefeed (the connection is closing).
+    pub fn cancel_feeds(&mut self) {
+        for f in self.feeds.values().flatten() {
+            f.cancel();
+        }
     }
 }
 
@@ -200,14 +232,15 @@ fn start(
     })();
     let (reply, cursor) = match result {
         Err(e) => (response::error(token, &e), None),
-        Ok((Val::Stream(stream), _)) => {
+        Ok((Val::Stream(stream), ctx)) => {
             let c = Cursor {
                 stream,
                 batch_rows,
                 batch_bytes,
+                feeds: ctx.feeds.take(),
             };
             let prof = profile.then(|| profile_json(started));
-            next_batch(token, c, prof.as_deref())
+            next_batch(token, c, prof.as_deref(), false)
         }
         Ok((v, ctx)) => {
             let reply = match result_datum(v, &ctx).and_then(|d| {
@@ -236,13 +269,28 @@ fn start(
     }
 }
 
-/// The next batch of a cursor, and the cursor again unless the stream ended.
-fn next_batch(token: u64, mut c: Cursor, profile: Option<&str>) -> (Vec<u8>, Option<Cursor>) {
+/// The next batch of a cursor, and the cursor again unless the stream ended. A
+/// changefeed's batch holds what is ready; on CONTINUE (`wait`) it first waits for at
+/// least one change.
+fn next_batch(
+    token: u64,
+    mut c: Cursor,
+    profile: Option<&str>,
+    wait: bool,
+) -> (Vec<u8>, Option<Cursor>) {
     let mut body = String::from("[");
     let mut rows = 0usize;
+    for f in &c.feeds {
+        f.set_wait(wait);
+    }
     let done = loop {
         if rows >= c.batch_rows || body.len() >= c.batch_bytes {
             break false;
+        }
+        if rows == 1 {
+            for f in &c.feeds {
+                f.set_wait(false);
+            }
         }
         match c.stream.next_datum() {
             Ok(Some(d)) => {
@@ -256,6 +304,7 @@ fn next_batch(token: u64, mut c: Cursor, profile: Option<&str>) -> (Vec<u8>, Opt
                 rows += 1;
             }
             Ok(None) => break true,
+            Err(e) if feed::is_paused(&e) => break false,
             Err(e) => return (response::error(token, &e), None),
         }
     };
@@ -265,14 +314,30 @@ fn next_batch(token: u64, mut c: Cursor, profile: Option<&str>) -> (Vec<u8>, Opt
     } else {
         response::SUCCESS_PARTIAL
     };
-    // Drivers read the notes field of stream responses; plain streams have none.
-    let mut s = format!("{{\"t\":{t},\"r\":{body},\"n\":[]");
+    // Drivers read the notes field of stream responses: it tells feeds apart.
+    let mut s = format!("{{\"t\":{t},\"r\":{body},\"n\":[{}]", notes(&c.feeds));
     if let Some(p) = profile {
         s.push_str(",\"p\":");
         s.push_str(p);
     }
     s.push('}');
     (response::frame(token, &s), (!done).then_some(c))
+}
+
+/// The response notes of a stream reading these feeds.
+fn notes(feeds: &[Rc<FeedControl>]) -> String {
+    let Some(first) = feeds.first() else {
+        return String::new();
+    };
+    let mut kind = first.note;
+    if feeds.iter().any(|f| f.note != kind) {
+        kind = feed::UNIONED_FEED;
+    }
+    if feeds.iter().any(|f| f.states) {
+        format!("{kind},{}", feed::INCLUDES_STATES)
+    } else {
+        kind.to_string()
+    }
 }
 
 fn result_datum(v: Val, ctx: &Ctx) -> Result<Datum, ReqlError> {

@@ -19,6 +19,9 @@ pub enum ErrorKind {
     /// Raised by `r.error()` with no message: `default` turns it into its fallback.
     EmptyUser,
     Permission,
+    /// A changefeed has nothing more to give right now: ends the batch being filled.
+    /// Internal to the server; never sent to a client.
+    FeedPaused,
 }
 
 /// One step from a term to one of its arguments, for the error's backtrace.

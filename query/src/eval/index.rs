@@ -143,6 +143,19 @@ impl IndexFns for Indexer {
         Ok(out)
     }
 
+    fn has_indexes(&self, doc_key: &[u8]) -> bool {
+        if doc_key.len() <= 9 || doc_key[0] != DATA_PREFIX {
+            return false;
+        }
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&doc_key[1..9]);
+        self.catalog
+            .read()
+            .expect("catalog lock")
+            .by_key_id(u64::from_be_bytes(id))
+            .is_some_and(|t| !t.indexes.is_empty())
+    }
+
     fn index_exists(&self, index_id: u64) -> bool {
         self.catalog
             .read()

@@ -7,6 +7,7 @@ mod arith;
 mod array;
 mod compile;
 mod control;
+pub mod feed;
 mod hook;
 pub mod index;
 mod object;
@@ -40,6 +41,8 @@ pub struct Ctx {
     pub global_optargs: HashMap<String, Datum>,
     /// Where tables live; `None` for pure evaluation (tests, optarg evaluation).
     pub store: Option<Rc<crate::store::Store>>,
+    /// The changefeeds this query opened (the session paces their batches).
+    pub feeds: std::cell::RefCell<Vec<Rc<feed::FeedControl>>>,
 }
 
 impl Ctx {
@@ -73,6 +76,7 @@ impl Ctx {
             now_epoch_secs: now,
             global_optargs,
             store,
+            feeds: Default::default(),
         }))
     }
 

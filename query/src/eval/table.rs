@@ -381,6 +381,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
         | tt::INDEX_RENAME
         | tt::INDEX_STATUS
         | tt::INDEX_WAIT => super::index::apply(ctx, ty, args, opt)?,
+        tt::CHANGES => super::feed::changes(ctx, args, opt)?,
         tt::GET_ALL => get_all(ctx, args, opt)?,
         tt::BETWEEN => between(ctx, args, opt)?,
         tt::INSERT => insert(ctx, args, opt)?,

@@ -18,8 +18,8 @@ use catalog::{Catalog, DbInfo, TableInfo, CATALOG_PREFIX};
 use index::IndexInfo;
 use rdb_io::fiber;
 pub use shard::{
-    BuildProgress, BuildReq, CasOp, CasOutcome, Cond, IndexFns, IndexReadReq, IndexRows,
-    LocalShard, Request, Rows, ScanReq, ShardOps,
+    BuildProgress, BuildReq, CasOp, CasOutcome, Cond, DocChange, FeedMsg, IndexFns, IndexReadReq,
+    IndexRows, LocalShard, Request, Rows, ScanReq, ShardOps, Subscription,
 };
 use std::ops::Bound;
 use std::rc::Rc;
@@ -63,6 +63,15 @@ pub struct Store {
     pub server_id: String,
     pub driver_port: u16,
     pub started_epoch_secs: f64,
+}
+
+/// The receiving end of a changefeed's registrations.
+pub struct FeedInbox {
+    pub rx: flume::Receiver<FeedMsg>,
+    /// Messages sent and not yet taken (decrement on every take).
+    pub queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// Changes dropped because the queue was full.
+    pub skipped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Who this server is, for the system tables.
@@ -481,6 +490,7 @@ impl Store {
 
     /// Removes every document and index entry of a dropped table on every shard.
     fn delete_table_data(self: &Rc<Self>, t: &TableInfo) -> Result<()> {
+        self.end_feeds(t);
         let (lo, hi) = t.key_range();
         self.purge_all(lo, hi)?;
         for ix in &t.indexes {
@@ -491,6 +501,49 @@ impl Store {
 
     fn purge_index(self: &Rc<Self>, id: u64) -> Result<u64> {
         self.purge_all(index::index_prefix(id), index::index_prefix(id + 1))
+    }
+
+    // ---- changefeeds ----
+
+    /// Registers a feed of table `t` on every shard; changes committed after this
+    /// returns reach `rx`. At most `queue_max` wait unread; more are counted skipped.
+    pub fn subscribe(self: &Rc<Self>, t: &TableInfo, queue_max: usize) -> Result<FeedInbox> {
+        let (tx, rx) = flume::unbounded();
+        let sub = Subscription {
+            key_id: t.key_id,
+            tx,
+            queued: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            queue_max,
+            skipped: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        };
+        let s2 = sub.clone();
+        let s3 = sub.clone();
+        for r in self.on_every_shard(
+            move |s| {
+                s.subscribe(s2.clone());
+                Box::pin(async { Ok(()) })
+            },
+            move |tx| Request::Subscribe(s3.clone(), tx),
+        ) {
+            r?;
+        }
+        Ok(FeedInbox {
+            rx,
+            queued: sub.queued,
+            skipped: sub.skipped,
+        })
+    }
+
+    /// Ends the feeds of a table (it was dropped) on every shard.
+    fn end_feeds(self: &Rc<Self>, t: &TableInfo) {
+        let msg = "Changefeed aborted (table unavailable).".to_string();
+        for s in 0..self.shards() {
+            if s == self.here {
+                self.local.clone().end_feeds(t.key_id, msg.clone());
+            } else {
+                let _ = self.peers[s].send(Request::EndFeeds(t.key_id, msg.clone()));
+            }
+        }
     }
 
     // ---- secondary indexes ----

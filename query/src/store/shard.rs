@@ -51,6 +51,58 @@ pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 /// One applied document change: key, old value, new value.
 type Change = (Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
 
+/// A document change as feeds see it: key, old and new encoded values (`None`:
+/// absent). Shared by every feed of the table (one copy per write, not per feed).
+#[derive(Debug)]
+pub struct DocChange {
+    pub key: Vec<u8>,
+    pub old: Option<Vec<u8>>,
+    pub new: Option<Vec<u8>>,
+}
+
+/// What a changefeed receives from a shard.
+#[derive(Debug)]
+pub enum FeedMsg {
+    Change(std::sync::Arc<DocChange>),
+    /// The feed cannot go on (its table was dropped): the message to report.
+    End(String),
+}
+
+/// A changefeed's registration with one shard: where to send the changes of one
+/// table. The queue bound is shared by every shard of the feed; changes past it are
+/// counted as skipped, never buffered (a slow reader never holds a writer up).
+#[derive(Clone, Debug)]
+pub struct Subscription {
+    pub key_id: u64,
+    pub tx: flume::Sender<FeedMsg>,
+    /// Changes sent and not yet taken by the feed.
+    pub queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub queue_max: usize,
+    /// Changes dropped because the queue was full (the feed reports and resets it).
+    pub skipped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Subscription {
+    /// Delivers a message, or counts it skipped when the queue is full; false once the
+    /// feed is gone.
+    fn offer(&self, m: FeedMsg) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.tx.is_disconnected() {
+            return false;
+        }
+        if matches!(m, FeedMsg::Change(_)) && self.queued.load(Relaxed) >= self.queue_max {
+            self.skipped.fetch_add(1, Relaxed);
+            return true;
+        }
+        self.queued.fetch_add(1, Relaxed);
+        if self.tx.send(m).is_err() {
+            self.queued.fetch_sub(1, Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
 /// A read of one index's entries, answered with the documents they point to.
 #[derive(Clone, Debug)]
 pub struct IndexReadReq {
@@ -103,6 +155,9 @@ pub trait IndexFns {
     fn entries(&self, doc_key: &[u8], doc: &[u8], only: Option<u64>) -> Result<Rows>;
     /// Whether the index still exists (builds stop when it is dropped).
     fn index_exists(&self, index_id: u64) -> bool;
+    /// Whether the table of this document key has any index (writes to other tables
+    /// skip index work entirely).
+    fn has_indexes(&self, doc_key: &[u8]) -> bool;
 }
 
 /// The operations every shard offers, as futures that own what they need.
@@ -116,6 +171,10 @@ pub trait ShardOps {
     /// Deletes every key in `[lo, hi)` once writes already submitted are visible (so
     /// none of them can add a key there afterwards); returns how many.
     fn purge(self: Rc<Self>, lo: Vec<u8>, hi: Vec<u8>) -> LocalFuture<Result<u64>>;
+    /// Registers a changefeed: every later change to the table is offered to it.
+    fn subscribe(self: Rc<Self>, sub: Subscription);
+    /// Ends every changefeed of a table with `msg`.
+    fn end_feeds(self: Rc<Self>, key_id: u64, msg: String);
 }
 
 /// A request from another core, with where to send the answer.
@@ -127,6 +186,9 @@ pub enum Request {
     IndexRead(IndexReadReq, flume::Sender<Result<IndexRows>>),
     Build(BuildReq, flume::Sender<Result<()>>),
     Purge(Vec<u8>, Vec<u8>, flume::Sender<Result<u64>>),
+    /// Acknowledged once registered, so no change after the reply is missed.
+    Subscribe(Subscription, flume::Sender<Result<()>>),
+    EndFeeds(u64, String),
 }
 
 /// Keys with a write in progress; writers of the same key queue behind each other.
@@ -178,6 +240,8 @@ pub struct LocalShard<F: Fs> {
     shard: Shard<F>,
     locks: KeyLocks,
     indexes: Option<Rc<dyn IndexFns>>,
+    /// Changefeeds by table key id.
+    feeds: RefCell<rustc_hash::FxHashMap<u64, Vec<Subscription>>>,
     /// A background flush/compaction task is running.
     maintaining: Cell<bool>,
 }
@@ -228,6 +292,7 @@ impl<F: Fs + 'static> LocalShard<F> {
             shard,
             locks: KeyLocks::default(),
             indexes,
+            feeds: RefCell::new(rustc_hash::FxHashMap::default()),
             maintaining: Cell::new(false),
         })
     }
@@ -271,7 +336,7 @@ impl<F: Fs + 'static> LocalShard<F> {
                 Some(v) => batch.put(op.key.clone(), v.clone()),
                 None => batch.delete(op.key.clone()),
             };
-            if self.indexes.is_some() {
+            if self.wants_change(&op.key) {
                 changes.push((op.key.clone(), current.clone(), op.new.clone()));
             }
             pending.insert(op.key, op.new);
@@ -295,7 +360,37 @@ impl<F: Fs + 'static> LocalShard<F> {
             .write(batch, durability)
             .await
             .map_err(storage_err)?;
+        // Still under the keys' locks: feeds see one document's changes in order.
+        self.publish(changes);
         Ok(out)
+    }
+
+    /// Whether a change to `key` must be kept for index maintenance or feeds.
+    fn wants_change(&self, key: &[u8]) -> bool {
+        if self.indexes.as_ref().is_some_and(|ix| ix.has_indexes(key)) {
+            return true;
+        }
+        let feeds = self.feeds.borrow();
+        !feeds.is_empty() && key_id_of(key).is_some_and(|id| feeds.contains_key(&id))
+    }
+
+    /// Offers applied changes to the feeds of their tables, dropping feeds that ended.
+    fn publish(&self, changes: Vec<Change>) {
+        let mut feeds = self.feeds.borrow_mut();
+        if feeds.is_empty() {
+            return;
+        }
+        for (key, old, new) in changes {
+            let Some(id) = key_id_of(&key) else { continue };
+            let Some(subs) = feeds.get_mut(&id) else {
+                continue;
+            };
+            let c = std::sync::Arc::new(DocChange { key, old, new });
+            subs.retain(|s| s.offer(FeedMsg::Change(c.clone())));
+            if subs.is_empty() {
+                feeds.remove(&id);
+            }
+        }
     }
 
     /// Starts flushing and compacting in the background once the memtable is full, so
@@ -347,6 +442,11 @@ impl<F: Fs + 'static> LocalShard<F> {
                     Request::Purge(lo, hi, tx) => {
                         let _ = tx.send(me.purge(lo, hi).await);
                     }
+                    Request::Subscribe(sub, tx) => {
+                        me.subscribe(sub);
+                        let _ = tx.send(Ok(()));
+                    }
+                    Request::EndFeeds(id, msg) => me.end_feeds(id, msg),
                 }
             });
         }
@@ -392,6 +492,15 @@ fn index_changes(
         }
     }
     Ok(())
+}
+
+/// The table key id of a document key.
+fn key_id_of(key: &[u8]) -> Option<u64> {
+    if key.first() != Some(&super::catalog::DATA_PREFIX) {
+        return None;
+    }
+    let id: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    Some(u64::from_be_bytes(id))
 }
 
 /// Documents indexed per step of an index build.
@@ -654,5 +763,19 @@ impl<F: Fs + 'static> ShardOps for LocalShard<F> {
     }
     fn purge(self: Rc<Self>, lo: Vec<u8>, hi: Vec<u8>) -> LocalFuture<Result<u64>> {
         Box::pin(async move { self.do_purge(lo, hi).await })
+    }
+    fn subscribe(self: Rc<Self>, sub: Subscription) {
+        self.feeds
+            .borrow_mut()
+            .entry(sub.key_id)
+            .or_default()
+            .push(sub);
+    }
+    fn end_feeds(self: Rc<Self>, key_id: u64, msg: String) {
+        if let Some(subs) = self.feeds.borrow_mut().remove(&key_id) {
+            for s in subs {
+                s.offer(FeedMsg::End(msg.clone()));
+            }
+        }
     }
 }
