@@ -12,6 +12,7 @@ use super::table::{Slice, TableRef};
 use super::{boolean, Ctx, Optargs, Val};
 use crate::datum::{Datum, Object};
 use crate::error::{logic, ErrorKind, ReqlError, Result};
+use crate::store::index::{secondary_code, IndexInfo};
 use crate::store::{decode_doc, FeedInbox, FeedMsg, Store};
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -68,30 +69,67 @@ pub fn is_paused(e: &ReqlError) -> bool {
     e.kind == ErrorKind::FeedPaused
 }
 
-/// Which changes of the table a feed reports.
+/// Which documents of the table a feed follows.
 enum Filter {
     All,
     /// Documents whose storage key lies in the range (a primary-key slice).
     Keys(Bound<Vec<u8>>, Bound<Vec<u8>>),
+    /// Documents with one of these storage keys (`get_all` on the primary key).
+    KeySet(rustc_hash::FxHashSet<Vec<u8>>),
+    /// Documents with a value of a secondary index in the range (encoded values).
+    Index {
+        func: IndexProbe,
+        lo: Bound<Vec<u8>>,
+        hi: Bound<Vec<u8>>,
+    },
+    /// Documents with a value of a secondary index among these (encoded values).
+    IndexSet {
+        func: IndexProbe,
+        codes: rustc_hash::FxHashSet<Vec<u8>>,
+    },
+}
+
+/// A secondary index's function, to find a document's index values.
+struct IndexProbe {
+    ix: IndexInfo,
+    func: Rc<super::Func>,
+    ctx: Rc<Ctx>,
+}
+
+impl IndexProbe {
+    fn new(ix: IndexInfo) -> Result<IndexProbe> {
+        let ctx = Ctx::new(std::collections::HashMap::new())?;
+        let func = super::index::load_function(&ctx, &ix.function)?;
+        Ok(IndexProbe { ix, func, ctx })
+    }
+    /// The document's encoded index values (none when the function fails on it).
+    fn codes(&self, doc: &Datum) -> Vec<Vec<u8>> {
+        let v = super::call_func(&self.ctx, &self.func, std::slice::from_ref(doc))
+            .and_then(|v| v.into_datum(&self.ctx));
+        let Ok(v) = v else { return Vec::new() };
+        match v {
+            Datum::Array(items) if self.ix.multi => items
+                .iter()
+                .filter_map(|x| secondary_code(x).ok())
+                .collect(),
+            v => secondary_code(&v).into_iter().collect(),
+        }
+    }
+}
+
+fn in_range(code: &[u8], lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
+    crate::store::index::within(code, lo, hi)
 }
 
 impl Filter {
-    fn matches(&self, key: &[u8]) -> bool {
+    /// Whether a document is followed: decided by its storage key for key filters.
+    fn accepts(&self, key: &[u8], doc: &Datum) -> bool {
         match self {
             Filter::All => true,
-            Filter::Keys(lo, hi) => {
-                let above = match lo {
-                    Bound::Unbounded => true,
-                    Bound::Included(b) => key >= b.as_slice(),
-                    Bound::Excluded(b) => key > b.as_slice(),
-                };
-                let below = match hi {
-                    Bound::Unbounded => true,
-                    Bound::Included(b) => key <= b.as_slice(),
-                    Bound::Excluded(b) => key < b.as_slice(),
-                };
-                above && below
-            }
+            Filter::Keys(lo, hi) => in_range(key, lo, hi),
+            Filter::KeySet(keys) => keys.contains(key),
+            Filter::Index { func, lo, hi } => func.codes(doc).iter().any(|c| in_range(c, lo, hi)),
+            Filter::IndexSet { func, codes } => func.codes(doc).iter().any(|c| codes.contains(c)),
         }
     }
 }
@@ -164,8 +202,7 @@ pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
     // `squash` only merges changes that pile up; reporting each one is a valid squash.
     let _ = o.squash;
     let target = std::mem::replace(&mut args[0], Val::Datum(Datum::Null));
-    let (t, filter, note, initial): (Rc<TableRef>, Filter, u32, Option<Initial>) = match target
-    {
+    let (t, filter, note, initial): (Rc<TableRef>, Filter, u32, Option<Initial>) = match target {
         Val::Table(t) => {
             let initial = o
                 .initial
@@ -182,19 +219,25 @@ pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
                 initial,
             )
         }
-        Val::Stream(s) => match s.sel.as_ref().and_then(|x| x.slice.clone()) {
-            Some(slice) if slice.index.is_none() && slice.desc.is_none() => {
-                let t = s.sel.as_ref().expect("checked").table.clone();
-                let filter = primary_filter(&t, &slice);
-                let initial = o.initial.then(|| Initial::Stream(s));
-                (t, filter, SEQUENCE_FEED, initial)
-            }
-            _ => {
+        Val::Stream(s) => {
+            let Some(sel) = s.sel.as_ref() else {
                 return Err(logic(
-                    ".changes() is supported on tables, primary-key ranges and single documents by this server so far.",
-                ))
-            }
-        },
+                    ".changes() is supported on tables, table slices, get_all and single documents by this server so far.",
+                ));
+            };
+            let t = sel.table.clone();
+            let filter = match (&sel.slice, &sel.get_all) {
+                (Some(slice), _) if slice.desc.is_none() => slice_filter(&t, slice)?,
+                (_, Some(ga)) => get_all_filter(&t, ga)?,
+                _ => {
+                    return Err(logic(
+                        ".changes() is supported on tables, table slices, get_all and single documents by this server so far.",
+                    ))
+                }
+            };
+            let initial = o.initial.then(|| Initial::Stream(s));
+            (t, filter, SEQUENCE_FEED, initial)
+        }
         other => {
             return Err(logic(format!(
                 "Expected type SEQUENCE but found {}.",
@@ -224,25 +267,53 @@ pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
         types: o.types,
         ready_sent: false,
     };
-    Ok(Val::Stream(Stream::new(Box::new(iter), true)))
+    Ok(Val::Stream(Stream::feed(Box::new(iter))))
 }
 
-fn primary_filter(t: &TableRef, slice: &Slice) -> Filter {
-    let key = |d: &Datum| {
-        let mut k = t.info.key_prefix();
-        crate::keycode::encode_into(&mut k, d);
-        k
-    };
+fn slice_filter(t: &TableRef, slice: &Slice) -> Result<Filter> {
     let (lo, hi) = slice
         .bounds
         .clone()
         .unwrap_or((Bound::Unbounded, Bound::Unbounded));
-    let map = |b: Bound<Datum>| match b {
+    let map = |b: Bound<Datum>, enc: &dyn Fn(&Datum) -> Vec<u8>| match b {
         Bound::Unbounded => Bound::Unbounded,
-        Bound::Included(d) => Bound::Included(key(&d)),
-        Bound::Excluded(d) => Bound::Excluded(key(&d)),
+        Bound::Included(d) => Bound::Included(enc(&d)),
+        Bound::Excluded(d) => Bound::Excluded(enc(&d)),
     };
-    Filter::Keys(map(lo), map(hi))
+    Ok(match &slice.index {
+        None => {
+            let key = |d: &Datum| {
+                let mut k = t.info.key_prefix();
+                crate::keycode::encode_into(&mut k, d);
+                k
+            };
+            Filter::Keys(map(lo, &key), map(hi, &key))
+        }
+        Some(ix) => Filter::Index {
+            func: IndexProbe::new(ix.clone())?,
+            lo: map(lo, &crate::keycode::encode),
+            hi: map(hi, &crate::keycode::encode),
+        },
+    })
+}
+
+fn get_all_filter(t: &TableRef, ga: &super::table::GetAllSpec) -> Result<Filter> {
+    Ok(match &ga.index {
+        None => Filter::KeySet(
+            ga.keys
+                .iter()
+                .filter_map(|k| Store::doc_key(&t.info, k).ok())
+                .collect(),
+        ),
+        Some(ix) => Filter::IndexSet {
+            func: IndexProbe::new(ix.clone())?,
+            codes: ga
+                .keys
+                .iter()
+                .filter_map(|k| secondary_code(k).ok())
+                .collect(),
+        },
+    })
 }
 
 /// The values a feed reports before its changes (`include_initial`).
@@ -273,9 +344,16 @@ struct FeedIter {
 }
 
 impl FeedIter {
-    fn change(&self, old: Option<&[u8]>, new: Option<&[u8]>) -> Result<Datum> {
+    /// The change as the feed reports it: each side only if the feed follows it there
+    /// (a document leaving a range shows as removed). `None`: not followed at all.
+    fn change(&self, key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>) -> Result<Option<Datum>> {
         let dec = |b: Option<&[u8]>| b.map(decode_doc).transpose();
         let (old, new) = (dec(old)?, dec(new)?);
+        let old = old.filter(|d| self.filter.accepts(key, d));
+        let new = new.filter(|d| self.filter.accepts(key, d));
+        if old.is_none() && new.is_none() {
+            return Ok(None);
+        }
         let mut o = Object::new();
         if self.types {
             let ty = match (&old, &new) {
@@ -287,7 +365,7 @@ impl FeedIter {
         }
         o.insert("new_val".into(), new.unwrap_or(Datum::Null));
         o.insert("old_val".into(), old.unwrap_or(Datum::Null));
-        Ok(Datum::object(o))
+        Ok(Some(Datum::object(o)))
     }
 
     fn initial_row(&self, doc: Datum) -> Datum {
@@ -375,10 +453,11 @@ impl Iterator for FeedIter {
                     return Some(Err(ReqlError::new(ErrorKind::OpFailed, why)));
                 }
                 FeedMsg::Change(c) => {
-                    if !self.filter.matches(&c.key) {
-                        continue;
+                    match self.change(&c.key, c.old.as_deref(), c.new.as_deref()) {
+                        Ok(Some(d)) => return Some(Ok(d)),
+                        Ok(None) => continue,
+                        Err(e) => return Some(Err(e)),
                     }
-                    return Some(self.change(c.old.as_deref(), c.new.as_deref()));
                 }
             }
         }

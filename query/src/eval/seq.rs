@@ -23,6 +23,8 @@ pub struct Stream {
     raw: Option<RawIter>,
     /// Infinite streams refuse to be collected.
     pub infinite: bool,
+    /// A changefeed (or a transformation of one): infinite, with its own message.
+    pub changefeed: bool,
     /// Set when the elements are documents of one table, so writes can follow.
     pub sel: Option<Selection>,
 }
@@ -35,6 +37,8 @@ pub struct Selection {
     /// For tables and table slices: the index range and order read, which `between`
     /// and `order_by(index=...)` may still narrow or change.
     pub slice: Option<Box<super::table::Slice>>,
+    /// For `get_all` results: the index and keys asked for (changefeeds follow them).
+    pub get_all: Option<Rc<super::table::GetAllSpec>>,
 }
 
 impl Selection {
@@ -43,6 +47,7 @@ impl Selection {
             table,
             kind,
             slice: None,
+            get_all: None,
         }
     }
 }
@@ -53,7 +58,16 @@ impl Stream {
             iter,
             raw: None,
             infinite,
+            changefeed: false,
             sel: None,
+        }
+    }
+
+    /// A changefeed stream (infinite).
+    pub fn feed(iter: DatumIter) -> Stream {
+        Stream {
+            changefeed: true,
+            ..Stream::new(iter, true)
         }
     }
 
@@ -63,6 +77,7 @@ impl Stream {
             iter: Box::new(std::iter::empty()),
             raw: Some(raw),
             infinite: false,
+            changefeed: false,
             sel: None,
         }
     }
@@ -119,10 +134,13 @@ impl Stream {
 
     pub fn map(mut self, mut f: impl FnMut(Datum) -> Result<Datum> + 'static) -> Stream {
         self.materialize();
-        Stream::new(
-            Box::new(self.iter.map(move |r| r.and_then(&mut f))),
-            self.infinite,
-        )
+        Stream {
+            changefeed: self.changefeed,
+            ..Stream::new(
+                Box::new(self.iter.map(move |r| r.and_then(&mut f))),
+                self.infinite,
+            )
+        }
     }
 
     pub fn filter_map(
@@ -130,17 +148,24 @@ impl Stream {
         mut f: impl FnMut(Datum) -> Result<Option<Datum>> + 'static,
     ) -> Stream {
         self.materialize();
-        let infinite = self.infinite;
-        Stream::new(
-            Box::new(self.iter.filter_map(move |r| match r {
-                Ok(d) => f(d).transpose(),
-                Err(e) => Some(Err(e)),
-            })),
-            infinite,
-        )
+        Stream {
+            changefeed: self.changefeed,
+            ..Stream::new(
+                Box::new(self.iter.filter_map(move |r| match r {
+                    Ok(d) => f(d).transpose(),
+                    Err(e) => Some(Err(e)),
+                })),
+                self.infinite,
+            )
+        }
     }
 
-    fn infinite_error() -> ReqlError {
+    fn infinite_error(&self) -> ReqlError {
+        if self.changefeed {
+            return logic(
+                "Cannot call a terminal (`reduce`, `count`, etc.) on an infinite stream (such as a changefeed).",
+            );
+        }
         logic(
             "Cannot use an infinite stream with an aggregation function (`reduce`, `count`, etc.) or coerce it to an array.",
         )
@@ -149,7 +174,7 @@ impl Stream {
     /// Reads the whole stream, bounded by `array_limit`.
     pub fn collect_all(mut self, ctx: &Ctx) -> Result<Vec<Datum>> {
         if self.infinite {
-            return Err(Stream::infinite_error());
+            return Err(self.infinite_error());
         }
         let mut out = Vec::new();
         while let Some(d) = self.next_datum()? {
@@ -162,7 +187,7 @@ impl Stream {
     /// Iterates for an aggregation (no array limit, but refuses infinite streams).
     fn into_terminal_iter(self) -> Result<DatumIter> {
         if self.infinite {
-            return Err(Stream::infinite_error());
+            return Err(self.infinite_error());
         }
         Ok(self.into_datum_iter())
     }
@@ -593,7 +618,19 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
             let st = seq.into_stream();
             let infinite = st.infinite && ty == tt::SKIP;
             let iter: DatumIter = if ty == tt::LIMIT {
-                Box::new(st.into_datum_iter().take(n as usize))
+                // A changefeed's pauses (nothing ready yet) are not elements.
+                let mut left = n as usize;
+                let mut inner = st.into_datum_iter();
+                Box::new(std::iter::from_fn(move || {
+                    if left == 0 {
+                        return None;
+                    }
+                    let x = inner.next()?;
+                    if !matches!(&x, Err(e) if super::feed::is_paused(e)) {
+                        left -= 1;
+                    }
+                    Some(x)
+                }))
             } else {
                 Box::new(st.into_datum_iter().skip(n as usize))
             };

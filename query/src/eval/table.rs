@@ -86,6 +86,14 @@ pub struct Slice {
     pub desc: Option<bool>,
 }
 
+/// What a `get_all` asked for.
+#[derive(Debug)]
+pub struct GetAllSpec {
+    /// `None`: the primary key.
+    pub index: Option<IndexInfo>,
+    pub keys: Vec<Datum>,
+}
+
 impl Slice {
     /// The name of the index read (the primary key's for the primary index).
     pub fn index_name<'a>(&'a self, t: &'a TableInfo) -> &'a str {
@@ -743,6 +751,10 @@ fn get_all(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
     for i in 1..args.len() {
         *keys.entry(get_all_key(ctx, args, i)?).or_default() += 1;
     }
+    let spec = Rc::new(GetAllSpec {
+        index: ix.clone(),
+        keys: keys.keys().cloned().collect(),
+    });
     let mut s = match ix {
         None => {
             let mut docs = Vec::new();
@@ -776,7 +788,10 @@ fn get_all(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
             Stream::from_raw(Box::new(rows))
         }
     };
-    s.sel = Some(Selection::new(t, "SELECTION<STREAM>"));
+    s.sel = Some(Selection {
+        get_all: Some(spec),
+        ..Selection::new(t, "SELECTION<STREAM>")
+    });
     Ok(Val::Stream(s))
 }
 
