@@ -23,6 +23,7 @@ use std::sync::atomic::Ordering::Relaxed;
 /// ql2 `Response.ResponseNote` values.
 pub const SEQUENCE_FEED: u32 = 1;
 pub const ATOM_FEED: u32 = 2;
+pub const ORDER_BY_LIMIT_FEED: u32 = 3;
 pub const UNIONED_FEED: u32 = 4;
 pub const INCLUDES_STATES: u32 = 5;
 /// RethinkDB's default `changefeed_queue_size`.
@@ -226,6 +227,17 @@ pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
                 ));
             };
             let t = sel.table.clone();
+            if let Some(n) = sel.limit {
+                let slice = match &sel.slice {
+                    Some(slice) if slice.desc.is_some() => (**slice).clone(),
+                    _ => {
+                        return Err(logic(
+                            "Cannot get changes on the first elements of an unordered stream.",
+                        ))
+                    }
+                };
+                return top_feed(ctx, t, slice, n, &o);
+            }
             let filter = match (&sel.slice, &sel.get_all) {
                 (Some(slice), _) if slice.desc.is_none() => slice_filter(&t, slice)?,
                 (_, Some(ga)) => get_all_filter(&t, ga)?,
@@ -261,6 +273,7 @@ pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
         ctl,
         inbox,
         filter,
+        top: None,
         pending,
         initial,
         states: o.states,
@@ -268,6 +281,156 @@ pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
         ready_sent: false,
     };
     Ok(Val::Stream(Stream::feed(Box::new(iter))))
+}
+
+/// `order_by(index).limit(n).changes()`: follows the first `n` documents of a slice.
+fn top_feed(ctx: &Rc<Ctx>, t: Rc<TableRef>, slice: Slice, n: usize, o: &Options) -> Result<Val> {
+    let filter = slice_filter(&t, &slice)?;
+    let probe = match &slice.index {
+        Some(ix) => Some(IndexProbe::new(ix.clone())?),
+        None => None,
+    };
+    // Subscribe before reading the first set, so no change in between is missed.
+    let inbox = t.store.subscribe(&t.info, o.queue_max)?;
+    let mut top = Top {
+        t,
+        slice,
+        n,
+        probe,
+        set: Vec::new(),
+    };
+    top.set = top.read()?;
+    let ctl = FeedControl::new(ORDER_BY_LIMIT_FEED, o.states);
+    ctx.feeds.borrow_mut().push(ctl.clone());
+    let mut pending = VecDeque::new();
+    if o.states && o.initial {
+        pending.push_back(state("initializing", o.types));
+    }
+    let initial = o.initial.then(|| {
+        Initial::Stream(Stream::from_vec(
+            top.set.iter().map(|(_, d)| d.clone()).collect(),
+        ))
+    });
+    let iter = FeedIter {
+        ctl,
+        inbox,
+        filter,
+        top: Some(top),
+        pending,
+        initial,
+        states: o.states,
+        types: o.types,
+        ready_sent: false,
+    };
+    Ok(Val::Stream(Stream::feed(Box::new(iter))))
+}
+
+/// The first `n` documents of a slice, as a feed last reported them.
+struct Top {
+    t: Rc<TableRef>,
+    slice: Slice,
+    n: usize,
+    probe: Option<IndexProbe>,
+    /// (storage key, document), in the slice's order.
+    set: Vec<(Vec<u8>, Datum)>,
+}
+
+impl Top {
+    fn read(&self) -> Result<Vec<(Vec<u8>, Datum)>> {
+        let mut s = super::table::slice_stream(&self.t, self.slice.clone(), "TABLE_SLICE");
+        let mut out = Vec::with_capacity(self.n);
+        while out.len() < self.n {
+            let Some(d) = s.next_datum()? else { break };
+            let pk = d
+                .get_field(&self.t.info.primary_key)
+                .cloned()
+                .unwrap_or(Datum::Null);
+            out.push((Store::doc_key(&self.t.info, &pk)?, d));
+        }
+        Ok(out)
+    }
+
+    /// Where a document sorts in the slice's order (index value, then key).
+    fn sort_key(&self, key: &[u8], doc: &Datum) -> Vec<u8> {
+        let mut k = match &self.probe {
+            Some(p) => p.codes(doc).into_iter().min().unwrap_or_default(),
+            None => Vec::new(),
+        };
+        k.extend_from_slice(key);
+        k
+    }
+
+    /// Whether a change can alter the set (else it is not read again).
+    fn touches(&self, key: &[u8], new: Option<&Datum>, filter: &Filter) -> bool {
+        if self.set.iter().any(|(k, _)| k == key) {
+            return true;
+        }
+        let Some(new) = new.filter(|d| filter.accepts(key, d)) else {
+            return false;
+        };
+        if self.set.len() < self.n {
+            return true;
+        }
+        let Some((lk, ld)) = self.set.last() else {
+            return false;
+        };
+        let (mine, last) = (self.sort_key(key, new), self.sort_key(lk, ld));
+        if self.slice.desc == Some(true) {
+            mine > last
+        } else {
+            mine < last
+        }
+    }
+
+    /// Reads the set again and reports how it changed: documents that changed in
+    /// place, and departures paired with arrivals.
+    fn refresh(&mut self, types: bool) -> Result<Vec<Datum>> {
+        let next = self.read()?;
+        let before: rustc_hash::FxHashMap<&[u8], &Datum> =
+            self.set.iter().map(|(k, d)| (k.as_slice(), d)).collect();
+        let after: rustc_hash::FxHashMap<&[u8], &Datum> =
+            next.iter().map(|(k, d)| (k.as_slice(), d)).collect();
+        let mut out = Vec::new();
+        let row = |old: Option<&Datum>, new: Option<&Datum>| {
+            let mut o = Object::new();
+            if types {
+                let ty = match (old, new) {
+                    (None, _) => "add",
+                    (_, None) => "remove",
+                    _ => "change",
+                };
+                o.insert("type".into(), Datum::str(ty));
+            }
+            o.insert("new_val".into(), new.cloned().unwrap_or(Datum::Null));
+            o.insert("old_val".into(), old.cloned().unwrap_or(Datum::Null));
+            Datum::object(o)
+        };
+        for (k, d) in &next {
+            if let Some(old) = before.get(k.as_slice()) {
+                if *old != d {
+                    out.push(row(Some(old), Some(d)));
+                }
+            }
+        }
+        let gone: Vec<&Datum> = self
+            .set
+            .iter()
+            .filter(|(k, _)| !after.contains_key(k.as_slice()))
+            .map(|(_, d)| d)
+            .collect();
+        let came: Vec<&Datum> = next
+            .iter()
+            .filter(|(k, _)| !before.contains_key(k.as_slice()))
+            .map(|(_, d)| d)
+            .collect();
+        for i in 0..gone.len().max(came.len()) {
+            out.push(row(gone.get(i).copied(), came.get(i).copied()));
+        }
+        drop(before);
+        drop(after);
+        self.set = next;
+        Ok(out)
+    }
 }
 
 fn slice_filter(t: &TableRef, slice: &Slice) -> Result<Filter> {
@@ -335,6 +498,8 @@ struct FeedIter {
     ctl: Rc<FeedControl>,
     inbox: FeedInbox,
     filter: Filter,
+    /// For `order_by.limit` feeds: the set followed.
+    top: Option<Top>,
     /// Documents ready to hand out (states).
     pending: VecDeque<Datum>,
     initial: Option<Initial>,
@@ -451,6 +616,20 @@ impl Iterator for FeedIter {
                 FeedMsg::End(why) => {
                     self.initial = None;
                     return Some(Err(ReqlError::new(ErrorKind::OpFailed, why)));
+                }
+                FeedMsg::Change(c) if self.top.is_some() => {
+                    let new = match c.new.as_deref().map(decode_doc).transpose() {
+                        Ok(n) => n,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    let top = self.top.as_mut().expect("checked");
+                    if !top.touches(&c.key, new.as_ref(), &self.filter) {
+                        continue;
+                    }
+                    match top.refresh(self.types) {
+                        Ok(rows) => self.pending.extend(rows),
+                        Err(e) => return Some(Err(e)),
+                    }
                 }
                 FeedMsg::Change(c) => {
                     match self.change(&c.key, c.old.as_deref(), c.new.as_deref()) {

@@ -39,6 +39,8 @@ pub struct Selection {
     pub slice: Option<Box<super::table::Slice>>,
     /// For `get_all` results: the index and keys asked for (changefeeds follow them).
     pub get_all: Option<Rc<super::table::GetAllSpec>>,
+    /// Set by `limit` on a slice: its first this many documents.
+    pub limit: Option<usize>,
 }
 
 impl Selection {
@@ -48,6 +50,7 @@ impl Selection {
             kind,
             slice: None,
             get_all: None,
+            limit: None,
         }
     }
 }

@@ -497,7 +497,12 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
             if selection_of(&args[0]).is_some() =>
         {
             let t = selection_of(&args[0]).expect("checked");
+            // `limit` on a slice stays a slice with a limit (changefeeds follow it).
+            let mut limited: Option<(Slice, usize)> = None;
             if let (tt::LIMIT, Some(Val::Datum(Datum::Num(n)))) = (ty, args.get(1)) {
+                if *n >= 0.0 {
+                    limited = slice_of(&args[0]).map(|(_, s)| (s, *n as usize));
+                }
                 // A slice not read yet is read in batches sized for the limit.
                 if let Some((t, slice)) = slice_of(&args[0]) {
                     if *n >= 0.0 && t.system.is_none() {
@@ -517,7 +522,14 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
             let r = super::apply_plain(ctx, ty, plain_args, opt)?;
             match r {
                 Val::Stream(mut s) => {
-                    s.sel = Some(Selection::new(t, "SELECTION<STREAM>"));
+                    s.sel = Some(match limited {
+                        Some((slice, n)) => Selection {
+                            slice: Some(Box::new(slice)),
+                            limit: Some(n),
+                            ..Selection::new(t, "SELECTION<STREAM>")
+                        },
+                        None => Selection::new(t, "SELECTION<STREAM>"),
+                    });
                     Val::Stream(s)
                 }
                 Val::Datum(d @ Datum::Object(_)) if matches!(ty, tt::NTH | tt::BRACKET) => {
@@ -538,6 +550,9 @@ pub fn slice_of(v: &Val) -> Option<(Rc<TableRef>, Slice)> {
         Val::Table(t) if t.system.is_none() => Some((t.clone(), Slice::default())),
         Val::Stream(s) => {
             let sel = s.sel.as_ref()?;
+            if sel.limit.is_some() {
+                return None;
+            }
             Some((sel.table.clone(), (**sel.slice.as_ref()?).clone()))
         }
         _ => None,
