@@ -197,9 +197,144 @@ fn options(ctx: &Ctx, opt: &Optargs) -> Result<Options> {
     })
 }
 
+/// What `changes()` follows when it is called on a stream: the table, the slice,
+/// `get_all` keys or limit the stream reads, and the transformations applied since.
+#[derive(Clone)]
+pub struct ChangeSpec {
+    table: Rc<TableRef>,
+    slice: Option<Slice>,
+    get_all: Option<Rc<super::table::GetAllSpec>>,
+    limit: Option<usize>,
+    transforms: Vec<Rc<Transform>>,
+    /// A transformation is not deterministic: its changes cannot be followed.
+    nondeterministic: bool,
+}
+
+/// A transformation applied to documents before `changes()`.
+pub enum Transform {
+    Map(super::Callable),
+    Filter(super::Callable),
+    /// An object term (pluck, without, merge, with_fields) with its other arguments.
+    Object(u32, Vec<Val>),
+}
+
+impl ChangeSpec {
+    fn of(v: &Val) -> Option<ChangeSpec> {
+        match v {
+            Val::Table(t) if t.system.is_none() => Some(ChangeSpec {
+                table: t.clone(),
+                slice: None,
+                get_all: None,
+                limit: None,
+                transforms: Vec::new(),
+                nondeterministic: false,
+            }),
+            Val::Stream(s) => {
+                if let Some(sp) = &s.spec {
+                    return Some((**sp).clone());
+                }
+                let sel = s.sel.as_ref()?;
+                if sel.table.system.is_some() {
+                    return None;
+                }
+                Some(ChangeSpec {
+                    table: sel.table.clone(),
+                    slice: sel.slice.as_ref().map(|x| (**x).clone()),
+                    get_all: sel.get_all.clone(),
+                    limit: sel.limit,
+                    transforms: Vec::new(),
+                    nondeterministic: false,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The spec after `limit(n)`: only an ordered slice keeps one.
+    pub fn limited(&self, n: usize) -> Option<ChangeSpec> {
+        let ordered = self.slice.as_ref().is_some_and(|s| s.desc.is_some());
+        (ordered && self.limit.is_none()).then(|| ChangeSpec {
+            limit: Some(n),
+            ..self.clone()
+        })
+    }
+}
+
+/// The spec of a transformation of a table's documents (`None`: not one).
+pub fn transform_spec(ty: u32, args: &[Val], opt: &Optargs) -> Result<Option<ChangeSpec>> {
+    use crate::term_type as tt;
+    if !matches!(
+        ty,
+        tt::MAP | tt::FILTER | tt::PLUCK | tt::WITHOUT | tt::MERGE | tt::WITH_FIELDS
+    ) {
+        return Ok(None);
+    }
+    let Some(mut spec) = args.first().and_then(ChangeSpec::of) else {
+        return Ok(None);
+    };
+    if args[1..]
+        .iter()
+        .any(|a| matches!(a, Val::Stream(_) | Val::Table(_)))
+    {
+        return Ok(None);
+    }
+    let deterministic = |v: &Val| match v {
+        Val::Func(f) => super::deterministic(&f.body),
+        _ => true,
+    };
+    spec.nondeterministic |= !args[1..].iter().all(deterministic);
+    let t = match ty {
+        tt::MAP if args.len() == 2 => Transform::Map(args[1].share().into_callable()),
+        tt::FILTER if args.len() == 2 && !opt.has("default") => {
+            Transform::Filter(args[1].share().into_callable())
+        }
+        tt::PLUCK | tt::WITHOUT | tt::MERGE | tt::WITH_FIELDS => {
+            Transform::Object(ty, args[1..].iter().map(Val::share).collect())
+        }
+        _ => return Ok(None),
+    };
+    spec.transforms.push(Rc::new(t));
+    Ok(Some(spec))
+}
+
+/// A document through the transformations (`None`: filtered out or failed on it).
+fn transform(ctx: &Rc<Ctx>, ts: &[Rc<Transform>], mut doc: Datum) -> Option<Datum> {
+    for t in ts {
+        doc = match &**t {
+            Transform::Map(c) => c.call_datum(ctx, std::slice::from_ref(&doc)).ok()?,
+            Transform::Filter(c) => {
+                if !super::seq::filter_keep(ctx, c, &None, &doc).ok()? {
+                    return None;
+                }
+                doc
+            }
+            Transform::Object(ty, args) => {
+                let op = crate::term::Op {
+                    ty: *ty,
+                    args: Vec::new(),
+                    optargs: Vec::new(),
+                };
+                let env = super::Env::default();
+                let opt = Optargs {
+                    ctx,
+                    env: &env,
+                    op: &op,
+                };
+                let mut a = vec![Val::Datum(doc)];
+                a.extend(args.iter().map(Val::share));
+                super::apply_plain(ctx, *ty, a, &opt)
+                    .and_then(|v| v.into_datum(ctx))
+                    .ok()?
+            }
+        };
+    }
+    Some(doc)
+}
+
 /// `changes()`.
 pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
     let o = options(ctx, opt)?;
+    let mut transforms: Vec<Rc<Transform>> = Vec::new();
     // `squash` only merges changes that pile up; reporting each one is a valid squash.
     let _ = o.squash;
     let target = std::mem::replace(&mut args[0], Val::Datum(Datum::Null));
@@ -220,34 +355,41 @@ pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
                 initial,
             )
         }
-        Val::Stream(s) => {
-            let Some(sel) = s.sel.as_ref() else {
+        v @ Val::Stream(_) => {
+            let spec = ChangeSpec::of(&v);
+            let Val::Stream(s) = v else {
+                unreachable!("matched a stream")
+            };
+            let Some(spec) = spec else {
                 return Err(logic(
-                    ".changes() is supported on tables, table slices, get_all and single documents by this server so far.",
+                    ".changes() is supported on tables, table slices, get_all, single documents and their transformations by this server so far.",
                 ));
             };
-            let t = sel.table.clone();
-            if let Some(n) = sel.limit {
-                let slice = match &sel.slice {
-                    Some(slice) if slice.desc.is_some() => (**slice).clone(),
+            if spec.nondeterministic {
+                return Err(logic(
+                    "Cannot call `changes` after a non-deterministic function.",
+                ));
+            }
+            let t = spec.table.clone();
+            transforms = spec.transforms.clone();
+            if let Some(n) = spec.limit {
+                let slice = match &spec.slice {
+                    Some(slice) if slice.desc.is_some() => slice.clone(),
                     _ => {
                         return Err(logic(
                             "Cannot get changes on the first elements of an unordered stream.",
                         ))
                     }
                 };
-                return top_feed(ctx, t, slice, n, &o);
+                return top_feed(ctx, t, slice, n, &o, transforms);
             }
-            let filter = match (&sel.slice, &sel.get_all) {
-                (Some(slice), _) if slice.desc.is_none() => slice_filter(&t, slice)?,
+            let filter = match (&spec.slice, &spec.get_all) {
+                (Some(slice), _) => slice_filter(&t, slice)?,
                 (_, Some(ga)) => get_all_filter(&t, ga)?,
-                _ => {
-                    return Err(logic(
-                        ".changes() is supported on tables, table slices, get_all and single documents by this server so far.",
-                    ))
-                }
+                _ => Filter::All,
             };
-            let initial = o.initial.then(|| Initial::Stream(s));
+            // The initial values are the stream itself (already transformed).
+            let initial = o.initial.then_some(Initial::Ready(s));
             (t, filter, SEQUENCE_FEED, initial)
         }
         other => {
@@ -270,6 +412,8 @@ pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
         pending.push_back(state("initializing", o.types));
     }
     let iter = FeedIter {
+        ctx: ctx.clone(),
+        transforms,
         ctl,
         inbox,
         filter,
@@ -284,7 +428,14 @@ pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
 }
 
 /// `order_by(index).limit(n).changes()`: follows the first `n` documents of a slice.
-fn top_feed(ctx: &Rc<Ctx>, t: Rc<TableRef>, slice: Slice, n: usize, o: &Options) -> Result<Val> {
+fn top_feed(
+    ctx: &Rc<Ctx>,
+    t: Rc<TableRef>,
+    slice: Slice,
+    n: usize,
+    o: &Options,
+    transforms: Vec<Rc<Transform>>,
+) -> Result<Val> {
     let filter = slice_filter(&t, &slice)?;
     let probe = match &slice.index {
         Some(ix) => Some(IndexProbe::new(ix.clone())?),
@@ -312,6 +463,8 @@ fn top_feed(ctx: &Rc<Ctx>, t: Rc<TableRef>, slice: Slice, n: usize, o: &Options)
         ))
     });
     let iter = FeedIter {
+        ctx: ctx.clone(),
+        transforms,
         ctl,
         inbox,
         filter,
@@ -384,14 +537,24 @@ impl Top {
 
     /// Reads the set again and reports how it changed: documents that changed in
     /// place, and departures paired with arrivals.
-    fn refresh(&mut self, types: bool) -> Result<Vec<Datum>> {
+    fn refresh(&mut self, types: bool, ctx: &Rc<Ctx>, ts: &[Rc<Transform>]) -> Result<Vec<Datum>> {
         let next = self.read()?;
         let before: rustc_hash::FxHashMap<&[u8], &Datum> =
             self.set.iter().map(|(k, d)| (k.as_slice(), d)).collect();
         let after: rustc_hash::FxHashMap<&[u8], &Datum> =
             next.iter().map(|(k, d)| (k.as_slice(), d)).collect();
         let mut out = Vec::new();
+        let through = |d: Option<&Datum>| -> Option<Datum> {
+            let d = d?.clone();
+            if ts.is_empty() {
+                Some(d)
+            } else {
+                transform(ctx, ts, d)
+            }
+        };
         let row = |old: Option<&Datum>, new: Option<&Datum>| {
+            let (old, new) = (through(old), through(new));
+            let (old, new) = (old.as_ref(), new.as_ref());
             let mut o = Object::new();
             if types {
                 let ty = match (old, new) {
@@ -481,7 +644,10 @@ fn get_all_filter(t: &TableRef, ga: &super::table::GetAllSpec) -> Result<Filter>
 
 /// The values a feed reports before its changes (`include_initial`).
 enum Initial {
+    /// Documents still to go through the feed's transformations.
     Stream(Stream),
+    /// Values already transformed.
+    Ready(Stream),
     Point(Datum),
 }
 
@@ -495,6 +661,9 @@ fn state(name: &str, types: bool) -> Datum {
 }
 
 struct FeedIter {
+    ctx: Rc<Ctx>,
+    /// Applied to every document reported (old and new values, initial values).
+    transforms: Vec<Rc<Transform>>,
     ctl: Rc<FeedControl>,
     inbox: FeedInbox,
     filter: Filter,
@@ -514,8 +683,12 @@ impl FeedIter {
     fn change(&self, key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>) -> Result<Option<Datum>> {
         let dec = |b: Option<&[u8]>| b.map(decode_doc).transpose();
         let (old, new) = (dec(old)?, dec(new)?);
-        let old = old.filter(|d| self.filter.accepts(key, d));
-        let new = new.filter(|d| self.filter.accepts(key, d));
+        let old = old
+            .filter(|d| self.filter.accepts(key, d))
+            .and_then(|d| self.through(d));
+        let new = new
+            .filter(|d| self.filter.accepts(key, d))
+            .and_then(|d| self.through(d));
         if old.is_none() && new.is_none() {
             return Ok(None);
         }
@@ -531,6 +704,13 @@ impl FeedIter {
         o.insert("new_val".into(), new.unwrap_or(Datum::Null));
         o.insert("old_val".into(), old.unwrap_or(Datum::Null));
         Ok(Some(Datum::object(o)))
+    }
+
+    fn through(&self, doc: Datum) -> Option<Datum> {
+        if self.transforms.is_empty() {
+            return Some(doc);
+        }
+        transform(&self.ctx, &self.transforms, doc)
     }
 
     fn initial_row(&self, doc: Datum) -> Datum {
@@ -572,11 +752,23 @@ impl Iterator for FeedIter {
             }
             match self.initial.take() {
                 Some(Initial::Point(doc)) => return Some(Ok(self.initial_row(doc))),
+                Some(Initial::Ready(mut s)) => match s.next_datum() {
+                    Ok(Some(v)) => {
+                        let row = self.initial_row(v);
+                        self.initial = Some(Initial::Ready(s));
+                        return Some(Ok(row));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Some(Err(e)),
+                },
                 Some(Initial::Stream(mut s)) => match s.next_datum() {
                     Ok(Some(doc)) => {
-                        let row = self.initial_row(doc);
+                        let row = self.through(doc).map(|d| self.initial_row(d));
                         self.initial = Some(Initial::Stream(s));
-                        return Some(Ok(row));
+                        match row {
+                            Some(row) => return Some(Ok(row)),
+                            None => continue,
+                        }
                     }
                     Ok(None) => {}
                     Err(e) => return Some(Err(e)),
@@ -626,7 +818,7 @@ impl Iterator for FeedIter {
                     if !top.touches(&c.key, new.as_ref(), &self.filter) {
                         continue;
                     }
-                    match top.refresh(self.types) {
+                    match top.refresh(self.types, &self.ctx, &self.transforms) {
                         Ok(rows) => self.pending.extend(rows),
                         Err(e) => return Some(Err(e)),
                     }

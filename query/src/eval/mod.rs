@@ -856,11 +856,23 @@ fn eval_args_with(ctx: &Rc<Ctx>, env: &Env, rest_env: &Env, op: &Op) -> Result<V
 
 /// Applies an eagerly evaluated term to its argument values.
 fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
-    if let Some(v) = table::apply(ctx, ty, &mut args, opt)? {
-        return Ok(v);
-    }
-    let args = args.into_iter().map(table::plain).collect();
-    apply_plain(ctx, ty, args, opt)
+    // A transformation of a table's documents is remembered, so `changes()` after it
+    // can apply it to each change.
+    let spec = feed::transform_spec(ty, &args, opt)?;
+    let v = match table::apply(ctx, ty, &mut args, opt)? {
+        Some(v) => v,
+        None => {
+            let args = args.into_iter().map(table::plain).collect();
+            apply_plain(ctx, ty, args, opt)?
+        }
+    };
+    Ok(match (spec, v) {
+        (Some(spec), Val::Stream(mut s)) => {
+            s.spec = Some(Rc::new(spec));
+            Val::Stream(s)
+        }
+        (_, v) => v,
+    })
 }
 
 /// Applies a term whose arguments hold no tables or single selections.

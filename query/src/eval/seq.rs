@@ -25,6 +25,8 @@ pub struct Stream {
     pub infinite: bool,
     /// A changefeed (or a transformation of one): infinite, with its own message.
     pub changefeed: bool,
+    /// Documents of a table read through transformations `changes()` can follow.
+    pub spec: Option<Rc<super::feed::ChangeSpec>>,
     /// Set when the elements are documents of one table, so writes can follow.
     pub sel: Option<Selection>,
 }
@@ -62,6 +64,7 @@ impl Stream {
             raw: None,
             infinite,
             changefeed: false,
+            spec: None,
             sel: None,
         }
     }
@@ -81,6 +84,7 @@ impl Stream {
             raw: Some(raw),
             infinite: false,
             changefeed: false,
+            spec: None,
             sel: None,
         }
     }
@@ -620,6 +624,10 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
             let is_array = seq.is_array();
             let st = seq.into_stream();
             let infinite = st.infinite && ty == tt::SKIP;
+            let spec = match (&st.spec, ty) {
+                (Some(sp), tt::LIMIT) => sp.limited(n as usize).map(Rc::new),
+                _ => None,
+            };
             let iter: DatumIter = if ty == tt::LIMIT {
                 // A changefeed's pauses (nothing ready yet) are not elements.
                 let mut left = n as usize;
@@ -637,7 +645,9 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
             } else {
                 Box::new(st.into_datum_iter().skip(n as usize))
             };
-            finish(ctx, Stream::new(iter, infinite), is_array)
+            let mut out = Stream::new(iter, infinite);
+            out.spec = spec;
+            finish(ctx, out, is_array)
         }
         tt::SLICE => slice(ctx, args, opt),
         tt::NTH => {
