@@ -35,8 +35,33 @@ pub fn system_db_id() -> String {
     uuid::Uuid::new_v5(&SYSTEM_NS, SYSTEM_DB.as_bytes()).to_string()
 }
 
+/// The key id of `rethinkdb._debug_scratch`, far above any id the catalog hands out.
+pub const DEBUG_SCRATCH_KEY_ID: u64 = 1 << 62;
+
 /// A system table as a table value.
 pub fn table(store: Rc<Store>, name: &str, uuids: bool) -> Result<Rc<TableRef>> {
+    if name == "_debug_scratch" {
+        // RethinkDB's scratch table for tests: an ordinary stored table (it takes any
+        // document and has changefeeds) that is not in the catalog.
+        let info = Arc::new(TableInfo {
+            id: uuid::Uuid::new_v5(&SYSTEM_NS, name.as_bytes()).to_string(),
+            db: SYSTEM_DB.into(),
+            db_id: system_db_id(),
+            name: name.into(),
+            key_id: DEBUG_SCRATCH_KEY_ID,
+            primary_key: "id".into(),
+            durability_hard: false,
+            shards: 1,
+            write_hook: None,
+            indexes: Vec::new(),
+        });
+        return Ok(Rc::new(TableRef {
+            info,
+            store,
+            system: None,
+            uuids: false,
+        }));
+    }
     let Some(&name) = TABLES.iter().find(|n| **n == name) else {
         return Err(ReqlError::new(
             ErrorKind::OpFailed,
