@@ -4,6 +4,7 @@
 
 mod client;
 mod engine;
+mod feeds;
 mod workload;
 
 use clap::Parser;
@@ -46,7 +47,9 @@ struct Opts {
     /// Workload: expr (r.expr(1)), load (insert --keys documents, then stop), insert,
     /// get, update, ycsb-a (50% update), ycsb-b (5% update), ycsb-c (gets), scan
     /// (filter+count over the table), get-all (get_all by index f0), order-limit (the
-    /// 100 documents from a random f0 value up, in f0 order).
+    /// 100 documents from a random f0 value up, in f0 order), changefeed (--feeds feeds
+    /// on the table over --connections, one writer at --rate writes/s; reports the time
+    /// from a write's send to each feed receiving it).
     #[arg(long, default_value = "expr")]
     workload: String,
     #[arg(long, default_value = "test")]
@@ -85,6 +88,9 @@ struct Opts {
     rate: Option<f64>,
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Changefeeds for the changefeed workload.
+    #[arg(long, default_value_t = 1)]
+    feeds: usize,
     /// Queries in flight per connection.
     #[arg(long, default_value_t = 16)]
     pipeline: usize,
@@ -132,7 +138,7 @@ fn spec(o: &Opts) -> Result<workload::Spec, String> {
 }
 
 /// CPU time (user + system) of a process, in microseconds.
-fn process_cpu_us(pid: u32) -> Option<u64> {
+pub(crate) fn process_cpu_us(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = after.split_whitespace().collect();
@@ -244,7 +250,7 @@ fn run_connection(o: &Opts, mut gen: workload::Generator, sh: &Shared) -> Result
 const SUCCESS_PARTIAL: u32 = 3;
 const CONTINUE: &[u8] = b"[2]";
 
-fn has_write_errors(body: &[u8]) -> bool {
+pub(crate) fn has_write_errors(body: &[u8]) -> bool {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
         return false;
     };
@@ -283,6 +289,25 @@ fn run(o: &Opts) -> Result<(), String> {
     let spec = spec(o)?;
     if o.setup {
         setup(o, &spec)?;
+    }
+    if o.workload == "changefeed" {
+        return feeds::run(feeds::FeedOpts {
+            host: o.host.clone(),
+            port: o.port,
+            user: o.user.clone(),
+            password: o.password.clone(),
+            db: o.db.clone(),
+            table: o.table.clone(),
+            feeds: o.feeds,
+            connections: o.connections,
+            rate: o.rate.unwrap_or(1000.0),
+            pipeline: o.pipeline,
+            duration: o.duration,
+            warmup: o.warmup,
+            durability: o.durability.clone(),
+            server_pid: o.server_pid,
+            json: o.json,
+        });
     }
     // A load runs to completion and is measured from its first operation.
     let bounded = o.workload == "load";

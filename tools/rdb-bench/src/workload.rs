@@ -29,7 +29,7 @@ const MAXVAL: u32 = 181;
 const INDEX_CREATE: u32 = 75;
 const INDEX_WAIT: u32 = 140;
 
-pub const NAMES: &str = "expr, load, insert, get, update, ycsb-a, ycsb-b, ycsb-c, scan (filter+count), get-all (by index f0), order-limit (between(k, maxval, index f0).order_by(index f0).limit(100))";
+pub const NAMES: &str = "expr, load, insert, get, update, ycsb-a, ycsb-b, ycsb-c, scan (filter+count), get-all (by index f0), order-limit (between(k, maxval, index f0).order_by(index f0).limit(100)), changefeed (write-to-feed latency)";
 
 /// Rows `order-limit` reads per query.
 pub const ORDER_LIMIT_ROWS: u64 = 100;
@@ -216,7 +216,7 @@ impl Generator {
 pub fn check(name: &str) -> Result<(), String> {
     match name {
         "expr" | "load" | "insert" | "get" | "update" | "ycsb-a" | "ycsb-b" | "ycsb-c" | "scan"
-        | "get-all" | "order-limit" => Ok(()),
+        | "get-all" | "order-limit" | "changefeed" => Ok(()),
         other => Err(format!("unknown workload `{other}` (available: {NAMES})")),
     }
 }
