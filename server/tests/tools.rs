@@ -129,6 +129,32 @@ fn bench_and_inspect_a_real_server() {
     );
     assert_eq!(load["docs"], 20000, "{load}");
     assert_eq!(load["errors"], 0, "{load}");
+    // Changefeeds: every write reaches every feed.
+    let cf = bench(
+        port,
+        &[
+            "--setup",
+            "--table",
+            "cf",
+            "--workload",
+            "changefeed",
+            "--feeds",
+            "3",
+            "--rate",
+            "200",
+            "--durability",
+            "soft",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+        ],
+    );
+    assert!(cf["writes"].as_u64().unwrap() > 50, "{cf}");
+    assert!(
+        cf["changes_received"].as_u64().unwrap() >= 3 * cf["writes"].as_u64().unwrap() - 30,
+        "{cf}"
+    );
     for w in ["ycsb-a", "scan"] {
         let r = bench(
             port,
