@@ -205,7 +205,22 @@ pub fn run(o: FeedOpts) -> Result<(), String> {
     let cpu0 = o.server_pid.and_then(crate::process_cpu_us);
     let t0 = Instant::now();
     sh.measuring.store(true, Ordering::Relaxed);
-    std::thread::sleep(Duration::from_secs_f64(o.duration));
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    while t0.elapsed().as_secs_f64() < o.duration {
+        std::thread::sleep(Duration::from_millis(250).min(Duration::from_secs_f64(o.duration)));
+        if tty {
+            let secs = t0.elapsed().as_secs_f64();
+            eprint!(
+                "\r{:>6.1}s  {:>10.0} writes/s  {:>12.0} changes/s",
+                secs,
+                sh.writes.load(Ordering::Relaxed) as f64 / secs,
+                sh.received.load(Ordering::Relaxed) as f64 / secs
+            );
+        }
+    }
+    if tty {
+        eprintln!();
+    }
     sh.measuring.store(false, Ordering::Relaxed);
     let secs = t0.elapsed().as_secs_f64();
     let cpu1 = o.server_pid.and_then(crate::process_cpu_us);
