@@ -1,6 +1,10 @@
 //! Write batches and their WAL record encoding:
-//! `first_seq u64 | count u32 | (kind u8 | key_len varint | key | [value_len varint | value])*`
-//! with kind 1 = put, 0 = delete. Operation i gets sequence number first_seq + i.
+//! `first_seq u64 | count u32 | (kind u8 | key_len varint | key | [value_len varint | value])*
+//!  [note_len varint | note]`
+//! with kind 1 = put, 0 = delete. Operation i gets sequence number first_seq + i. The
+//! optional note is opaque bytes kept in the log only (never applied to the tree): the
+//! layers above record there what the log alone must tell later (old values for
+//! changefeeds). Records without a note are the format's first version, unchanged.
 
 use crate::entry::{get_u32, get_u64, get_varint, put_varint, Seq};
 
@@ -12,6 +16,8 @@ pub const VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Log-only bytes (see the module doc); empty for none.
+    pub note: Vec<u8>,
 }
 
 impl WriteBatch {
@@ -53,6 +59,10 @@ impl WriteBatch {
                 b.extend_from_slice(v);
             }
         }
+        if !self.note.is_empty() {
+            put_varint(&mut b, self.note.len() as u64);
+            b.extend_from_slice(&self.note);
+        }
         b
     }
 
@@ -79,10 +89,16 @@ impl WriteBatch {
             };
             ops.push((k, v));
         }
+        let mut note = Vec::new();
         if pos != b.len() {
-            return Err("trailing bytes in batch");
+            let len = get_varint(b, &mut pos).ok_or("batch truncated")? as usize;
+            let end = pos.checked_add(len).ok_or("batch truncated")?;
+            if len == 0 || end != b.len() {
+                return Err("trailing bytes in batch");
+            }
+            note = b[pos..end].to_vec();
         }
-        Ok((first, WriteBatch { ops }))
+        Ok((first, WriteBatch { ops, note }))
     }
 }
 
@@ -95,7 +111,15 @@ mod tests {
         let mut w = WriteBatch::new();
         w.put("a", "1").delete("b").put("", "");
         let (s, back) = WriteBatch::decode(&w.encode(42)).unwrap();
-        assert_eq!((s, back), (42, w));
+        assert_eq!((s, back), (42, w.clone()));
         assert!(WriteBatch::decode(&[1, 2, 3]).is_err());
+        w.note = b"old values".to_vec();
+        let enc = w.encode(7);
+        assert_eq!(WriteBatch::decode(&enc).unwrap(), (7, w.clone()));
+        // A note must run to the end of the record exactly.
+        let mut longer = enc.clone();
+        longer.push(0);
+        assert!(WriteBatch::decode(&longer).is_err());
+        assert!(WriteBatch::decode(&enc[..enc.len() - 1]).is_err());
     }
 }

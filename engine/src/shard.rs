@@ -119,6 +119,8 @@ pub struct Shard<F: Fs> {
     snapshots: Rc<RefCell<BTreeMap<Seq, usize>>>,
     maintaining: Cell<bool>,
     stats: Cell<Stats>,
+    /// Closed log segments kept past their flush, in bytes (see `set_log_retention_bytes`).
+    log_retention_bytes: Cell<u64>,
 }
 
 impl<F: Fs> Shard<F> {
@@ -193,6 +195,7 @@ impl<F: Fs> Shard<F> {
             snapshots: Rc::new(RefCell::new(BTreeMap::new())),
             maintaining: Cell::new(false),
             stats: Cell::new(Stats::default()),
+            log_retention_bytes: Cell::new(0),
         })
     }
 
@@ -230,8 +233,18 @@ impl<F: Fs> Shard<F> {
 
     /// Applies a batch atomically; returns the sequence number of its last write.
     pub async fn write(&self, batch: WriteBatch, durability: Durability) -> Result<Seq> {
+        Ok(self.write_logged(batch, durability).await?.0)
+    }
+
+    /// `write`, also returning the LSN of the batch's log record (`None` for an empty
+    /// batch, which writes no record).
+    pub async fn write_logged(
+        &self,
+        batch: WriteBatch,
+        durability: Durability,
+    ) -> Result<(Seq, Option<rdb_wal::Lsn>)> {
         if batch.is_empty() {
-            return Ok(self.st.borrow().visible_seq);
+            return Ok((self.st.borrow().visible_seq, None));
         }
         for (k, v) in &batch.ops {
             if k.len() > KEY_BYTES_MAX || v.as_ref().is_some_and(|v| v.len() > VALUE_BYTES_MAX) {
@@ -260,14 +273,14 @@ impl<F: Fs> Shard<F> {
             (first, payload)
         };
         let last = first + n - 1;
-        match self.wal.append(&payload, durability).await {
-            Ok(_) => {}
+        let lsn = match self.wal.append(&payload, durability).await {
+            Ok(lsn) => lsn,
             Err(e) => {
                 let e = Error::from(e);
                 self.fail(&e);
                 return Err(e);
             }
-        }
+        };
         {
             let mut st = self.st.borrow_mut();
             st.visible_seq = st.visible_seq.max(last);
@@ -276,7 +289,41 @@ impl<F: Fs> Shard<F> {
         if self.opts.maintain_in_writes && self.needs_maintenance() {
             self.maintain().await?;
         }
-        Ok(last)
+        Ok((last, Some(lsn)))
+    }
+
+    /// Log records from `from` on (durable ones only), decoded, up to about
+    /// `bytes_max` of payload. Fails with `Error::Expired` if they are gone.
+    pub async fn read_log(
+        &self,
+        from: rdb_wal::Lsn,
+        bytes_max: usize,
+    ) -> Result<Vec<(rdb_wal::Lsn, WriteBatch)>> {
+        let records = self.wal.read_from(from, bytes_max).await?;
+        records
+            .into_iter()
+            .map(|(lsn, payload)| {
+                WriteBatch::decode(&payload)
+                    .map(|(_, b)| (lsn, b))
+                    .map_err(|r| Error::Invalid(format!("log record {lsn}: {r}")))
+            })
+            .collect()
+    }
+
+    /// The LSN the next log record will get.
+    pub fn next_lsn(&self) -> rdb_wal::Lsn {
+        self.wal.next_lsn()
+    }
+
+    /// The oldest LSN still in the log.
+    pub fn oldest_lsn(&self) -> rdb_wal::Lsn {
+        self.wal.retained_range().0
+    }
+
+    /// Keeps at least this many bytes of closed log segments when flushes would
+    /// delete them (for readers that replay the log later, such as resumable feeds).
+    pub fn set_log_retention_bytes(&self, bytes: u64) {
+        self.log_retention_bytes.set(bytes);
     }
 
     /// Waits until every write submitted before this call is visible to readers (or
@@ -581,7 +628,8 @@ impl<F: Fs> Shard<F> {
             st.imm.retain(|x| !Rc::ptr_eq(x, m));
         }
         let log_lsn = self.st.borrow().version.log_lsn;
-        if let Err(e) = self.wal.remove_before(log_lsn + 1).await {
+        let keep_from = self.wal.retention_cut(self.log_retention_bytes.get());
+        if let Err(e) = self.wal.remove_before((log_lsn + 1).min(keep_from)).await {
             // Old segments are replayed from `log_lsn` on anyway; removal is cleanup.
             tracing::warn!(dir = %self.dir.display(), "could not remove old WAL segments: {e}");
         }

@@ -519,6 +519,18 @@ impl<F: Fs> Wal<F> {
             .map_err(|e| io_err(&self.dir, e))
     }
 
+    /// The first LSN to keep so that at least `bytes` of closed segments stay (each
+    /// counted at the segment size limit); `Lsn::MAX` when nothing needs keeping.
+    pub fn retention_cut(&self, bytes: u64) -> Lsn {
+        if bytes == 0 {
+            return Lsn::MAX;
+        }
+        let st = self.st.borrow();
+        let closed = st.segments.len().saturating_sub(1);
+        let keep = (bytes.div_ceil(self.opts.segment_bytes_max.max(1)) as usize).min(closed);
+        st.segments[closed - keep].first_lsn
+    }
+
     /// Holds the records from `lsn` on (a follower's position) until the guard drops.
     /// Fails if they are already gone.
     pub fn retain_from(&self, lsn: Lsn) -> Result<Retention> {
