@@ -49,6 +49,12 @@ pub struct ServeArgs {
     /// Name reported to clients (defaults to the host name).
     #[arg(long)]
     pub server_name: Option<String>,
+    /// Size of each write-ahead log segment, in MiB (the unit logs are deleted in).
+    #[arg(long)]
+    pub wal_segment_mb: Option<u64>,
+    /// Memtable size that triggers a flush to an SSTable, in MiB.
+    #[arg(long)]
+    pub memtable_mb: Option<u64>,
 }
 
 /// The resolved options the server runs with.
@@ -61,9 +67,19 @@ pub struct Config {
     pub initial_password: String,
     pub log_file: Option<PathBuf>,
     pub server_name: String,
+    pub wal_segment_mb: u64,
+    pub memtable_mb: u64,
 }
 
 pub const DRIVER_PORT_DEFAULT: u16 = 28015;
+
+fn check_mb(flag: &str, mb: u64) -> Result<u64, String> {
+    if (1..=4096).contains(&mb) {
+        Ok(mb)
+    } else {
+        Err(format!("{flag} must be between 1 and 4096 (got {mb})"))
+    }
+}
 
 impl Config {
     pub fn resolve(args: &ServeArgs) -> Result<Config, String> {
@@ -104,6 +120,14 @@ impl Config {
                 .unwrap_or_default(),
             log_file: args.log_file.clone().or(file.log_file),
             server_name: pick(&args.server_name, &file.server_name).unwrap_or_else(host_name),
+            wal_segment_mb: check_mb(
+                "--wal-segment-mb",
+                args.wal_segment_mb.or(file.wal_segment_mb).unwrap_or(64),
+            )?,
+            memtable_mb: check_mb(
+                "--memtable-mb",
+                args.memtable_mb.or(file.memtable_mb).unwrap_or(32),
+            )?,
         })
     }
 
@@ -162,6 +186,8 @@ pub fn parse_text(text: &str) -> Result<ServeArgs, String> {
             "initial-password" => a.initial_password = Some(v),
             "log-file" => a.log_file = Some(v.into()),
             "server-name" => a.server_name = Some(v),
+            "wal-segment-mb" => a.wal_segment_mb = Some(v.parse().map_err(|_| bad("size in MiB"))?),
+            "memtable-mb" => a.memtable_mb = Some(v.parse().map_err(|_| bad("size in MiB"))?),
             other => return Err(format!("line {}: unknown option `{other}`", n + 1)),
         }
     }

@@ -104,6 +104,8 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
             name: cfg.server_name.clone(),
             driver_port: cfg.driver_port,
         },
+        cfg.wal_segment_mb,
+        cfg.memtable_mb,
     );
 
     // Bind once up front so a busy port is reported clearly before any core starts.

@@ -42,10 +42,24 @@ pub struct Wiring {
     catalog: SharedCatalog,
     started: Barrier,
     failed: AtomicBool,
+    /// Sizes for every shard (log segments, memtable).
+    opts: ShardOptions,
 }
 
 impl Wiring {
-    pub fn new(dir: &Path, shards: usize, identity: ServerIdentity) -> Arc<Wiring> {
+    pub fn new(
+        dir: &Path,
+        shards: usize,
+        identity: ServerIdentity,
+        wal_segment_mb: u64,
+        memtable_mb: u64,
+    ) -> Arc<Wiring> {
+        let mut opts = ShardOptions {
+            maintain_in_writes: false,
+            memtable_bytes_max: (memtable_mb << 20) as usize,
+            ..ShardOptions::default()
+        };
+        opts.wal.segment_bytes_max = wal_segment_mb << 20;
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..shards).map(|_| flume::unbounded()).unzip();
         Arc::new(Wiring {
@@ -56,6 +70,7 @@ impl Wiring {
             catalog: store::new_catalog(),
             started: Barrier::new(shards),
             failed: AtomicBool::new(false),
+            opts,
         })
     }
 
@@ -110,11 +125,7 @@ impl Wiring {
         let fs = DmaFs::new(&dir)
             .await
             .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let opts = ShardOptions {
-            maintain_in_writes: false,
-            ..ShardOptions::default()
-        };
-        let shard = Shard::open(fs, &dir, opts)
+        let shard = Shard::open(fs, &dir, self.opts.clone())
             .await
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         let indexer = rdb_query::eval::index::Indexer::new(self.catalog.clone())

@@ -39,7 +39,7 @@ pub fn db_config(db: &DbInfo) -> Datum {
 
 pub fn table_config(st: &Store, t: &TableInfo) -> Datum {
     let server = Datum::str(st.server_name.as_str());
-    obj(vec![
+    let mut row = obj(vec![
         ("db", Datum::str(t.db.as_str())),
         (
             "durability",
@@ -63,7 +63,17 @@ pub fn table_config(st: &Store, t: &TableInfo) -> Datum {
             ),
         ),
         ("write_acks", Datum::str("majority")),
-    ])
+    ]);
+    // rdb's own option, shown only where set so RethinkDB's rows stay as they were.
+    if t.feed_retention_mb > 0 {
+        if let Datum::Object(o) = &mut row {
+            std::sync::Arc::make_mut(o).insert(
+                "changefeed_retention_mb".into(),
+                Datum::Num(f64::from(t.feed_retention_mb)),
+            );
+        }
+    }
+    row
 }
 
 pub fn table_status(st: &Store, t: &TableInfo) -> Datum {
@@ -218,7 +228,20 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
             if db == SYSTEM_DB {
                 return Err(special("you can't create new tables in it."));
             }
-            let t = st.table_create(&db, name, &pk, hard, shards)?;
+            let retention = match opt.datum("changefeed_retention_mb")? {
+                None => 0,
+                Some(d) => {
+                    let n = super::num(&d)?;
+                    if !(0.0..=1_048_576.0).contains(&n) || n.fract() != 0.0 {
+                        return Err(logic(format!(
+                            "`changefeed_retention_mb` must be a whole number of MiB from 0 to 1048576 (got {}).",
+                            crate::json::to_json(&d)
+                        )));
+                    }
+                    n as u32
+                }
+            };
+            let t = st.table_create(&db, name, &pk, hard, shards, retention)?;
             obj(vec![
                 ("tables_created", Datum::Num(1.0)),
                 ("config_changes", change(Datum::Null, table_config(&st, &t))),

@@ -141,6 +141,10 @@ struct Options {
     initial: bool,
     states: bool,
     types: bool,
+    /// Add a resume token to every change.
+    resumable: bool,
+    /// Continue after this token's position instead of starting now.
+    resume_token: Option<String>,
 }
 
 fn options(ctx: &Ctx, opt: &Optargs) -> Result<Options> {
@@ -188,12 +192,24 @@ fn options(ctx: &Ctx, opt: &Optargs) -> Result<Options> {
             "Cannot include offsets for range subs (offsets are only available for `order_by(...).limit(...)` changefeeds).",
         ));
     }
+    let resume_token = match opt.datum("resume_token")? {
+        None | Some(Datum::Null) => None,
+        Some(d) => Some(super::string(&d)?.to_string()),
+    };
+    let initial = flag("include_initial")?;
+    if resume_token.is_some() && initial {
+        return Err(logic(
+            "A resumed changefeed cannot include initial values (`include_initial` with `resume_token`).",
+        ));
+    }
     Ok(Options {
         squash,
         queue_max,
-        initial: flag("include_initial")?,
+        initial,
         states: flag("include_states")?,
         types: flag("include_types")?,
+        resumable: flag("resumable")? || resume_token.is_some(),
+        resume_token,
     })
 }
 
@@ -331,6 +347,63 @@ fn transform(ctx: &Rc<Ctx>, ts: &[Rc<Transform>], mut doc: Datum) -> Option<Datu
     Some(doc)
 }
 
+/// Resume tokens: `rdb1.` and the hex of the table's key id, the shard count and each
+/// shard's position (record LSN, operation index). Opaque to clients.
+const TOKEN_PREFIX: &str = "rdb1.";
+
+fn encode_token(key_id: u64, pos: &[crate::store::LogPos]) -> String {
+    let mut b = Vec::with_capacity(10 + pos.len() * 12);
+    b.extend_from_slice(&key_id.to_be_bytes());
+    b.extend_from_slice(&(pos.len() as u16).to_be_bytes());
+    for (lsn, idx) in pos {
+        b.extend_from_slice(&lsn.to_be_bytes());
+        b.extend_from_slice(&idx.to_be_bytes());
+    }
+    let mut out = String::from(TOKEN_PREFIX);
+    for x in b {
+        out.push_str(&format!("{x:02x}"));
+    }
+    out
+}
+
+fn decode_token(t: &str, key_id: u64, shards: usize) -> Result<Vec<crate::store::LogPos>> {
+    let bad = || logic(format!("Invalid changefeed resume token `{t}`."));
+    let hex = t.strip_prefix(TOKEN_PREFIX).ok_or_else(bad)?;
+    if hex.len() % 2 != 0 || !hex.is_ascii() {
+        return Err(bad());
+    }
+    let b: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| bad())?;
+    if b.len() < 10 {
+        return Err(bad());
+    }
+    let id = u64::from_be_bytes(b[0..8].try_into().expect("8 bytes"));
+    let n = usize::from(u16::from_be_bytes([b[8], b[9]]));
+    if b.len() != 10 + n * 12 {
+        return Err(bad());
+    }
+    if id != key_id {
+        return Err(logic("The resume token belongs to another table."));
+    }
+    if n != shards {
+        return Err(logic(
+            "The resume token was made for a different number of shards.",
+        ));
+    }
+    Ok((0..n)
+        .map(|i| {
+            let at = 10 + i * 12;
+            (
+                u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes")),
+                u32::from_be_bytes(b[at + 8..at + 12].try_into().expect("4 bytes")),
+            )
+        })
+        .collect())
+}
+
 /// `changes()`.
 pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
     let o = options(ctx, opt)?;
@@ -405,6 +478,22 @@ pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
         ));
     }
     let inbox = t.store.subscribe(&t.info, o.queue_max)?;
+    let mut pos = inbox.start.clone();
+    let mut replay = VecDeque::new();
+    if let Some(tok) = &o.resume_token {
+        let from = decode_token(tok, t.info.key_id, pos.len())?;
+        for (shard, (f, upto)) in from.iter().zip(&pos).enumerate() {
+            replay.push_back((
+                shard,
+                crate::store::ReplayReq {
+                    key_id: t.info.key_id,
+                    from: *f,
+                    upto_lsn: upto.0,
+                },
+            ));
+        }
+        pos = from;
+    }
     let ctl = FeedControl::new(note, o.states);
     ctx.feeds.borrow_mut().push(ctl.clone());
     let mut pending = VecDeque::new();
@@ -418,6 +507,11 @@ pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
         inbox,
         filter,
         top: None,
+        table: t.clone(),
+        pos,
+        resumable: o.resumable,
+        replay,
+        replayed: VecDeque::new(),
         pending,
         initial,
         states: o.states,
@@ -441,6 +535,11 @@ fn top_feed(
         Some(ix) => Some(IndexProbe::new(ix.clone())?),
         None => None,
     };
+    if o.resumable {
+        return Err(logic(
+            "Resumable changefeeds on `order_by.limit` are not supported; use them on tables, ranges, get_all or single documents.",
+        ));
+    }
     // Subscribe before reading the first set, so no change in between is missed.
     let inbox = t.store.subscribe(&t.info, o.queue_max)?;
     let mut top = Top {
@@ -462,6 +561,8 @@ fn top_feed(
             top.set.iter().map(|(_, d)| d.clone()).collect(),
         ))
     });
+    let pos = inbox.start.clone();
+    let table = top.t.clone();
     let iter = FeedIter {
         ctx: ctx.clone(),
         transforms,
@@ -469,6 +570,11 @@ fn top_feed(
         inbox,
         filter,
         top: Some(top),
+        table,
+        pos,
+        resumable: false,
+        replay: VecDeque::new(),
+        replayed: VecDeque::new(),
         pending,
         initial,
         states: o.states,
@@ -661,6 +767,14 @@ fn state(name: &str, types: bool) -> Datum {
 }
 
 struct FeedIter {
+    table: Rc<TableRef>,
+    /// Per shard, the last change position this feed has passed (reported or not).
+    pos: Vec<crate::store::LogPos>,
+    resumable: bool,
+    /// Shards whose log still has changes to replay (a resumed feed), and what was
+    /// read back from them, both before any live change.
+    replay: VecDeque<(usize, crate::store::ReplayReq)>,
+    replayed: VecDeque<crate::store::DocChange>,
     ctx: Rc<Ctx>,
     /// Applied to every document reported (old and new values, initial values).
     transforms: Vec<Rc<Transform>>,
@@ -703,7 +817,49 @@ impl FeedIter {
         }
         o.insert("new_val".into(), new.unwrap_or(Datum::Null));
         o.insert("old_val".into(), old.unwrap_or(Datum::Null));
+        if self.resumable {
+            o.insert(
+                "token".into(),
+                Datum::str(encode_token(self.table.info.key_id, &self.pos)),
+            );
+        }
         Ok(Some(Datum::object(o)))
+    }
+
+    /// Moves the shard's position past a change; false if it was already passed.
+    fn advance(&mut self, c: &crate::store::DocChange) -> bool {
+        let shard = self.table.store.shard_of(&c.key);
+        let Some(p) = self.pos.get_mut(shard) else {
+            return true;
+        };
+        if (c.lsn, c.idx) <= *p {
+            return false;
+        }
+        *p = (c.lsn, c.idx);
+        true
+    }
+
+    /// The next change read back from a shard's log, fetching as needed.
+    fn next_replayed(&mut self) -> Option<Result<crate::store::DocChange>> {
+        loop {
+            if let Some(c) = self.replayed.pop_front() {
+                return Some(Ok(c));
+            }
+            let (shard, req) = self.replay.pop_front()?;
+            match self.table.store.replay_raw(shard, req.clone()) {
+                Ok(r) => {
+                    self.replayed.extend(r.changes);
+                    if let Some(next) = r.next {
+                        self.replay
+                            .push_front((shard, crate::store::ReplayReq { from: next, ..req }));
+                    }
+                }
+                Err(e) => {
+                    self.replay.clear();
+                    return Some(Err(e));
+                }
+            }
+        }
     }
 
     fn through(&self, doc: Datum) -> Option<Datum> {
@@ -779,6 +935,20 @@ impl Iterator for FeedIter {
                 self.ready_sent = true;
                 return Some(Ok(state("ready", self.types)));
             }
+            if let Some(r) = self.next_replayed() {
+                let c = match r {
+                    Ok(c) => c,
+                    Err(e) => return Some(Err(e)),
+                };
+                if !self.advance(&c) {
+                    continue;
+                }
+                match self.change(&c.key, c.old.as_deref(), c.new.as_deref()) {
+                    Ok(Some(d)) => return Some(Ok(d)),
+                    Ok(None) => continue,
+                    Err(e) => return Some(Err(e)),
+                }
+            }
             let skipped = self.inbox.skipped.swap(0, Relaxed);
             if skipped > 0 {
                 let mut o = Object::new();
@@ -824,6 +994,9 @@ impl Iterator for FeedIter {
                     }
                 }
                 FeedMsg::Change(c) => {
+                    if !self.advance(&c) {
+                        continue;
+                    }
                     match self.change(&c.key, c.old.as_deref(), c.new.as_deref()) {
                         Ok(Some(d)) => return Some(Ok(d)),
                         Ok(None) => continue,

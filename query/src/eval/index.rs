@@ -156,6 +156,18 @@ impl IndexFns for Indexer {
             .is_some_and(|t| !t.indexes.is_empty())
     }
 
+    fn log_retention_bytes(&self) -> u64 {
+        let mb = self
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .tables()
+            .map(|(_, t)| t.feed_retention_mb)
+            .max()
+            .unwrap_or(0);
+        u64::from(mb) << 20
+    }
+
     fn index_exists(&self, index_id: u64) -> bool {
         self.catalog
             .read()

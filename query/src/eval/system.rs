@@ -54,6 +54,7 @@ pub fn table(store: Rc<Store>, name: &str, uuids: bool) -> Result<Rc<TableRef>> 
             shards: 1,
             write_hook: None,
             indexes: Vec::new(),
+            feed_retention_mb: 0,
         });
         return Ok(Rc::new(TableRef {
             info,
@@ -79,6 +80,7 @@ pub fn table(store: Rc<Store>, name: &str, uuids: bool) -> Result<Rc<TableRef>> 
         shards: 1,
         write_hook: None,
         indexes: Vec::new(),
+        feed_retention_mb: 0,
     });
     Ok(Rc::new(TableRef {
         info,

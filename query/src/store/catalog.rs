@@ -39,6 +39,9 @@ pub struct TableInfo {
     pub write_hook: Option<String>,
     /// Secondary indexes, by name.
     pub indexes: Vec<IndexInfo>,
+    /// Log kept for resumable changefeeds beyond what storage needs, in MiB (the
+    /// shard keeps the largest of its tables' settings).
+    pub feed_retention_mb: u32,
 }
 
 #[derive(Default, Debug)]
@@ -109,6 +112,12 @@ impl TableInfo {
         if let Some(h) = &self.write_hook {
             o.insert("write_hook".into(), Datum::str(h.as_str()));
         }
+        if self.feed_retention_mb > 0 {
+            o.insert(
+                "feed_retention_mb".into(),
+                Datum::Num(f64::from(self.feed_retention_mb)),
+            );
+        }
         if !self.indexes.is_empty() {
             let list = self
                 .indexes
@@ -152,6 +161,10 @@ impl TableInfo {
             write_hook: match o.get("write_hook") {
                 Some(Datum::Str(h)) => Some(h.to_string()),
                 _ => None,
+            },
+            feed_retention_mb: match o.get("feed_retention_mb") {
+                Some(Datum::Num(n)) if *n >= 0.0 && *n <= f64::from(u32::MAX) => *n as u32,
+                _ => 0,
             },
             indexes: match o.get("indexes") {
                 None => Vec::new(),
@@ -277,6 +290,7 @@ mod tests {
                 geo: false,
                 ready: false,
             }],
+            feed_retention_mb: 128,
         };
         let d = DbInfo {
             id: "b".into(),

@@ -19,7 +19,8 @@ use index::IndexInfo;
 use rdb_io::fiber;
 pub use shard::{
     BuildProgress, BuildReq, CasOp, CasOutcome, Cond, DocChange, FeedMsg, IndexFns, IndexReadReq,
-    IndexRows, LocalShard, Request, Rows, ScanReq, ShardOps, Subscription,
+    IndexRows, LocalShard, LogPos, ReplayReq, Replayed, Request, Rows, ScanReq, ShardOps,
+    Subscription,
 };
 use std::ops::Bound;
 use std::rc::Rc;
@@ -72,6 +73,8 @@ pub struct FeedInbox {
     pub queued: Arc<std::sync::atomic::AtomicUsize>,
     /// Changes dropped because the queue was full.
     pub skipped: Arc<std::sync::atomic::AtomicU64>,
+    /// Per shard, the position the feed starts after.
+    pub start: Vec<LogPos>,
 }
 
 /// Who this server is, for the system tables.
@@ -408,6 +411,7 @@ impl Store {
         primary_key: &str,
         durability_hard: bool,
         shards: u32,
+        feed_retention_mb: u32,
     ) -> Result<Arc<TableInfo>> {
         let t = {
             let mut c = self.catalog.write().expect("catalog lock");
@@ -428,6 +432,7 @@ impl Store {
                 shards,
                 write_hook: None,
                 indexes: Vec::new(),
+                feed_retention_mb,
             });
             c.put_table(t.clone());
             t
@@ -518,20 +523,31 @@ impl Store {
         };
         let s2 = sub.clone();
         let s3 = sub.clone();
+        let mut start = Vec::with_capacity(self.shards());
         for r in self.on_every_shard(
             move |s| {
-                s.subscribe(s2.clone());
-                Box::pin(async { Ok(()) })
+                let pos = s.subscribe(s2.clone());
+                Box::pin(async move { Ok(pos) })
             },
             move |tx| Request::Subscribe(s3.clone(), tx),
         ) {
-            r?;
+            start.push(r?);
         }
         Ok(FeedInbox {
             rx,
             queued: sub.queued,
             skipped: sub.skipped,
+            start,
         })
+    }
+
+    /// Reads a table's changes back from one shard's log.
+    pub fn replay_raw(self: &Rc<Self>, shard: usize, req: ReplayReq) -> Result<Replayed> {
+        if shard == self.here {
+            return fiber::block_on(self.local.clone().replay(req));
+        }
+        let tx = self.peers[shard].clone();
+        fiber::block_on(async move { ask(&tx, |r| Request::Replay(req, r)).await })
     }
 
     /// Ends the feeds of a table (it was dropped) on every shard.

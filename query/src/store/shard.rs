@@ -58,6 +58,93 @@ pub struct DocChange {
     pub key: Vec<u8>,
     pub old: Option<Vec<u8>>,
     pub new: Option<Vec<u8>>,
+    /// Where the change is in the shard's log: the record and the operation in it.
+    /// Strictly increasing in the order a shard delivers changes.
+    pub lsn: u64,
+    pub idx: u32,
+}
+
+/// A position in one shard's change history: everything up to operation `idx` of
+/// record `lsn` (`u32::MAX`: the whole record).
+pub type LogPos = (u64, u32);
+
+/// A replay of one table's changes from a shard's log.
+#[derive(Clone, Debug)]
+pub struct ReplayReq {
+    pub key_id: u64,
+    pub from: LogPos,
+    pub upto_lsn: u64,
+}
+
+/// Changes read back from a log, and where to go on (`None`: caught up with `upto_lsn`).
+#[derive(Debug, Default)]
+pub struct Replayed {
+    pub changes: Vec<DocChange>,
+    pub next: Option<LogPos>,
+}
+
+/// Log bytes read per replay step.
+const REPLAY_BYTES_MAX: usize = 1 << 20;
+
+/// Version of the log note a document write carries (its old values).
+const NOTE_VERSION: u8 = 1;
+
+fn encode_note(olds: &[(u32, &[u8])]) -> Vec<u8> {
+    if olds.is_empty() {
+        return Vec::new();
+    }
+    let mut n = vec![NOTE_VERSION];
+    for (i, v) in olds {
+        put_varint(&mut n, u64::from(*i));
+        put_varint(&mut n, v.len() as u64);
+        n.extend_from_slice(v);
+    }
+    n
+}
+
+/// The old values a record's note holds, by operation index.
+fn decode_note(n: &[u8]) -> Result<rustc_hash::FxHashMap<u32, Vec<u8>>> {
+    let mut out = rustc_hash::FxHashMap::default();
+    if n.is_empty() {
+        return Ok(out);
+    }
+    let bad = || ReqlError::new(ErrorKind::Internal, "Corrupt change note in the log.");
+    if n[0] != NOTE_VERSION {
+        return Err(bad());
+    }
+    let mut pos = 1;
+    while pos < n.len() {
+        let i = get_varint(n, &mut pos).ok_or_else(bad)?;
+        let len = get_varint(n, &mut pos).ok_or_else(bad)? as usize;
+        let end = pos
+            .checked_add(len)
+            .filter(|e| *e <= n.len())
+            .ok_or_else(bad)?;
+        out.insert(u32::try_from(i).map_err(|_| bad())?, n[pos..end].to_vec());
+        pos = end;
+    }
+    Ok(out)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
 }
 
 /// What a changefeed receives from a shard.
@@ -158,6 +245,8 @@ pub trait IndexFns {
     /// Whether the table of this document key has any index (writes to other tables
     /// skip index work entirely).
     fn has_indexes(&self, doc_key: &[u8]) -> bool;
+    /// Log bytes to keep for resumable changefeeds (the largest table setting).
+    fn log_retention_bytes(&self) -> u64;
 }
 
 /// The operations every shard offers, as futures that own what they need.
@@ -172,7 +261,11 @@ pub trait ShardOps {
     /// none of them can add a key there afterwards); returns how many.
     fn purge(self: Rc<Self>, lo: Vec<u8>, hi: Vec<u8>) -> LocalFuture<Result<u64>>;
     /// Registers a changefeed: every later change to the table is offered to it.
-    fn subscribe(self: Rc<Self>, sub: Subscription);
+    /// Returns the position the feed starts after (it gets every later change).
+    fn subscribe(self: Rc<Self>, sub: Subscription) -> LogPos;
+    /// A table's changes after `from` up to record `upto`, read back from the log;
+    /// also where to continue (`None`: done).
+    fn replay(self: Rc<Self>, req: ReplayReq) -> LocalFuture<Result<Replayed>>;
     /// Ends every changefeed of a table with `msg`.
     fn end_feeds(self: Rc<Self>, key_id: u64, msg: String);
 }
@@ -187,7 +280,8 @@ pub enum Request {
     Build(BuildReq, flume::Sender<Result<()>>),
     Purge(Vec<u8>, Vec<u8>, flume::Sender<Result<u64>>),
     /// Acknowledged once registered, so no change after the reply is missed.
-    Subscribe(Subscription, flume::Sender<Result<()>>),
+    Subscribe(Subscription, flume::Sender<Result<LogPos>>),
+    Replay(ReplayReq, flume::Sender<Result<Replayed>>),
     EndFeeds(u64, String),
 }
 
@@ -242,6 +336,10 @@ pub struct LocalShard<F: Fs> {
     indexes: Option<Rc<dyn IndexFns>>,
     /// Changefeeds by table key id.
     feeds: RefCell<rustc_hash::FxHashMap<u64, Vec<Subscription>>>,
+    /// The next log record whose changes feeds get; records finishing out of order wait
+    /// in `held` so feeds see changes in log order.
+    next_pub: Cell<u64>,
+    held: RefCell<std::collections::BTreeMap<u64, Vec<(u32, Change)>>>,
     /// A background flush/compaction task is running.
     maintaining: Cell<bool>,
 }
@@ -288,11 +386,14 @@ impl<F: Fs + 'static> LocalShard<F> {
     /// A shard whose writes maintain the indexes `indexes` describes (`None`: keys
     /// only, for tools and tests).
     pub fn new(shard: Shard<F>, indexes: Option<Rc<dyn IndexFns>>) -> Rc<LocalShard<F>> {
+        let next_pub = shard.next_lsn();
         Rc::new(LocalShard {
             shard,
             locks: KeyLocks::default(),
             indexes,
             feeds: RefCell::new(rustc_hash::FxHashMap::default()),
+            next_pub: Cell::new(next_pub),
+            held: RefCell::new(std::collections::BTreeMap::new()),
             maintaining: Cell::new(false),
         })
     }
@@ -313,8 +414,12 @@ impl<F: Fs + 'static> LocalShard<F> {
         stage.set("reading current values");
         let mut batch = WriteBatch::new();
         let mut out = Vec::with_capacity(ops.len());
-        // Applied changes (key, old, new), for the index entries they imply.
+        // Applied changes (key, old, new), for the index entries they imply, and their
+        // operations' positions in the batch.
         let mut changes: Vec<Change> = Vec::new();
+        let mut change_idx: Vec<u32> = Vec::new();
+        // Old values of documents, for the log's note (feeds replay the log).
+        let mut olds: Vec<(u32, Vec<u8>)> = Vec::new();
         // Later ops in one request see earlier ones (two inserts of one key conflict).
         let mut pending: rustc_hash::FxHashMap<Vec<u8>, Option<Vec<u8>>> =
             rustc_hash::FxHashMap::default();
@@ -332,12 +437,17 @@ impl<F: Fs + 'static> LocalShard<F> {
                 out.push(CasOutcome::Refused { current });
                 continue;
             }
+            let idx = batch.len() as u32;
             match &op.new {
                 Some(v) => batch.put(op.key.clone(), v.clone()),
                 None => batch.delete(op.key.clone()),
             };
+            if let (Some(old), Some(_)) = (&current, key_id_of(&op.key)) {
+                olds.push((idx, old.clone()));
+            }
             if self.wants_change(&op.key) {
                 changes.push((op.key.clone(), current.clone(), op.new.clone()));
+                change_idx.push(idx);
             }
             pending.insert(op.key, op.new);
             out.push(CasOutcome::Applied { old: current });
@@ -355,14 +465,40 @@ impl<F: Fs + 'static> LocalShard<F> {
         } else {
             Durability::Soft
         };
+        batch.note = encode_note(
+            &olds
+                .iter()
+                .map(|(i, v)| (*i, v.as_slice()))
+                .collect::<Vec<_>>(),
+        );
         stage.set("writing");
-        self.shard
-            .write(batch, durability)
+        let (_, lsn) = self
+            .shard
+            .write_logged(batch, durability)
             .await
             .map_err(storage_err)?;
         // Still under the keys' locks: feeds see one document's changes in order.
-        self.publish(changes);
+        if let Some(lsn) = lsn {
+            self.sequenced(lsn, change_idx.into_iter().zip(changes).collect());
+        }
         Ok(out)
+    }
+
+    /// Publishes a record's changes once every earlier record's are (log order).
+    fn sequenced(&self, lsn: u64, changes: Vec<(u32, Change)>) {
+        assert!(
+            lsn >= self.next_pub.get(),
+            "log record {lsn} published twice"
+        );
+        self.held.borrow_mut().insert(lsn, changes);
+        loop {
+            let next = self.next_pub.get();
+            let Some(changes) = self.held.borrow_mut().remove(&next) else {
+                break;
+            };
+            self.next_pub.set(next + 1);
+            self.publish(next, changes);
+        }
     }
 
     /// Whether a change to `key` must be kept for index maintenance or feeds.
@@ -375,17 +511,23 @@ impl<F: Fs + 'static> LocalShard<F> {
     }
 
     /// Offers applied changes to the feeds of their tables, dropping feeds that ended.
-    fn publish(&self, changes: Vec<Change>) {
+    fn publish(&self, lsn: u64, changes: Vec<(u32, Change)>) {
         let mut feeds = self.feeds.borrow_mut();
         if feeds.is_empty() {
             return;
         }
-        for (key, old, new) in changes {
+        for (idx, (key, old, new)) in changes {
             let Some(id) = key_id_of(&key) else { continue };
             let Some(subs) = feeds.get_mut(&id) else {
                 continue;
             };
-            let c = std::sync::Arc::new(DocChange { key, old, new });
+            let c = std::sync::Arc::new(DocChange {
+                key,
+                old,
+                new,
+                lsn,
+                idx,
+            });
             subs.retain(|s| s.offer(FeedMsg::Change(c.clone())));
             if subs.is_empty() {
                 feeds.remove(&id);
@@ -398,6 +540,9 @@ impl<F: Fs + 'static> LocalShard<F> {
     fn kick_maintenance(self: &Rc<Self>) {
         if self.maintaining.get() || !self.shard.needs_maintenance() {
             return;
+        }
+        if let Some(ix) = &self.indexes {
+            self.shard.set_log_retention_bytes(ix.log_retention_bytes());
         }
         self.maintaining.set(true);
         let me = self.clone();
@@ -443,8 +588,10 @@ impl<F: Fs + 'static> LocalShard<F> {
                         let _ = tx.send(me.purge(lo, hi).await);
                     }
                     Request::Subscribe(sub, tx) => {
-                        me.subscribe(sub);
-                        let _ = tx.send(Ok(()));
+                        let _ = tx.send(Ok(me.subscribe(sub)));
+                    }
+                    Request::Replay(r, tx) => {
+                        let _ = tx.send(me.replay(r).await);
                     }
                     Request::EndFeeds(id, msg) => me.end_feeds(id, msg),
                 }
@@ -661,10 +808,14 @@ impl<F: Fs + 'static> LocalShard<F> {
                     }
                 }
             }
-            self.shard
-                .write(batch, Durability::Soft)
+            let (_, lsn) = self
+                .shard
+                .write_logged(batch, Durability::Soft)
                 .await
                 .map_err(storage_err)?;
+            if let Some(lsn) = lsn {
+                self.sequenced(lsn, Vec::new());
+            }
             drop(_guard);
             r.progress
                 .done
@@ -676,6 +827,57 @@ impl<F: Fs + 'static> LocalShard<F> {
             rdb_io::sleep(step_started.elapsed().max(BUILD_PAUSE_MIN)).await;
         }
         self.shard.sync().await.map_err(storage_err)
+    }
+
+    async fn do_replay(&self, r: ReplayReq) -> Result<Replayed> {
+        // Soft writes already published must be on disk to be read back.
+        self.shard.sync().await.map_err(storage_err)?;
+        let from_lsn = if r.from.1 == u32::MAX {
+            r.from.0 + 1
+        } else {
+            r.from.0
+        };
+        if from_lsn > r.upto_lsn {
+            return Ok(Replayed::default());
+        }
+        if from_lsn < self.shard.oldest_lsn() {
+            return Err(ReqlError::new(
+                ErrorKind::OpFailed,
+                "The changefeed cannot resume: the changes after its token are no longer retained (raise the table's `changefeed_retention_mb`).",
+            ));
+        }
+        let records = self
+            .shard
+            .read_log(from_lsn, REPLAY_BYTES_MAX)
+            .await
+            .map_err(storage_err)?;
+        let mut out = Replayed::default();
+        let mut last = None;
+        for (lsn, b) in records {
+            if lsn > r.upto_lsn {
+                break;
+            }
+            last = Some(lsn);
+            let olds = decode_note(&b.note)?;
+            for (i, (key, new)) in b.ops.into_iter().enumerate() {
+                let i = i as u32;
+                if (lsn, i) <= r.from || key_id_of(&key) != Some(r.key_id) {
+                    continue;
+                }
+                out.changes.push(DocChange {
+                    old: olds.get(&i).cloned(),
+                    key,
+                    new,
+                    lsn,
+                    idx: i,
+                });
+            }
+        }
+        out.next = match last {
+            Some(l) if l < r.upto_lsn => Some((l, u32::MAX)),
+            _ => None,
+        };
+        Ok(out)
     }
 
     async fn do_purge(self: &Rc<Self>, lo: Vec<u8>, hi: Vec<u8>) -> Result<u64> {
@@ -701,10 +903,14 @@ impl<F: Fs + 'static> LocalShard<F> {
                 batch.delete(k.clone());
             }
             n += rows.len() as u64;
-            self.shard
-                .write(batch, Durability::Soft)
+            let (_, lsn) = self
+                .shard
+                .write_logged(batch, Durability::Soft)
                 .await
                 .map_err(storage_err)?;
+            if let Some(lsn) = lsn {
+                self.sequenced(lsn, Vec::new());
+            }
             self.kick_maintenance();
             futures_lite::future::yield_now().await;
         }
@@ -764,12 +970,16 @@ impl<F: Fs + 'static> ShardOps for LocalShard<F> {
     fn purge(self: Rc<Self>, lo: Vec<u8>, hi: Vec<u8>) -> LocalFuture<Result<u64>> {
         Box::pin(async move { self.do_purge(lo, hi).await })
     }
-    fn subscribe(self: Rc<Self>, sub: Subscription) {
+    fn subscribe(self: Rc<Self>, sub: Subscription) -> LogPos {
         self.feeds
             .borrow_mut()
             .entry(sub.key_id)
             .or_default()
             .push(sub);
+        (self.next_pub.get().saturating_sub(1), u32::MAX)
+    }
+    fn replay(self: Rc<Self>, req: ReplayReq) -> LocalFuture<Result<Replayed>> {
+        Box::pin(async move { self.do_replay(req).await })
     }
     fn end_feeds(self: Rc<Self>, key_id: u64, msg: String) {
         if let Some(subs) = self.feeds.borrow_mut().remove(&key_id) {
