@@ -1007,3 +1007,20 @@ impl Iterator for FeedIter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_are_checked() {
+        let pos = vec![(5, 2), (0, u32::MAX), (u64::MAX - 1, 0)];
+        let t = encode_token(42, &pos);
+        assert_eq!(decode_token(&t, 42, 3).unwrap(), pos);
+        assert!(decode_token(&t, 43, 3).is_err(), "another table");
+        assert!(decode_token(&t, 42, 2).is_err(), "another shard count");
+        for bad in ["", "rdb1.", "rdb1.zz", "rdb2.00", &t[..t.len() - 2]] {
+            assert!(decode_token(bad, 42, 3).is_err(), "{bad}");
+        }
+    }
+}

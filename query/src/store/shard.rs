@@ -989,3 +989,28 @@ impl<F: Fs + 'static> ShardOps for LocalShard<F> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn notes_round_trip() {
+        assert!(encode_note(&[]).is_empty());
+        assert!(decode_note(&[]).unwrap().is_empty());
+        let n = encode_note(&[(0, b"old".as_slice()), (7, b"".as_slice())]);
+        let d = decode_note(&n).unwrap();
+        assert_eq!(d[&0], b"old");
+        assert_eq!(d[&7], b"");
+        assert_eq!(d.len(), 2);
+        assert!(decode_note(&[9, 0, 0]).is_err(), "unknown version");
+    }
+
+    proptest! {
+        #[test]
+        fn bad_notes_are_errors_not_panics(b in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = decode_note(&b);
+        }
+    }
+}
