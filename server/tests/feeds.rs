@@ -46,6 +46,13 @@ fn resume_after_disconnect() {
 }
 
 #[test]
+fn unions_of_feeds_interleave() {
+    let server = common::start("feed-union", &["--cores", "2"]);
+    let out = run(server.port, &["union"]);
+    assert!(out.contains("union of feeds: ok"), "{out}");
+}
+
+#[test]
 fn resume_after_sigkill_gets_every_acknowledged_write_once() {
     let server = common::start("feed-kill", &["--cores", "2"]);
     let port = server.port;

@@ -54,11 +54,66 @@ impl FeedControl {
     pub fn set_wait(&self, wait: bool) {
         self.wait.set(wait);
     }
+    fn waits(&self) -> bool {
+        self.wait.get()
+    }
+
     /// Ends the feed (STOP, connection closed): a waiting read returns at once.
     pub fn cancel(&self) {
         self.cancelled.set(true);
         self.wake.notify(usize::MAX);
     }
+}
+
+/// Longest pause between two looks at the feeds of a union waiting for a change.
+const UNION_POLL_MS_MAX: u64 = 10;
+
+/// A union of sequences, at least one a changefeed: elements are taken from whichever
+/// has one ready, in turn. The feeds are read without waiting; when none has anything
+/// and the batch may wait, the union looks again after a short pause.
+pub fn union(ctx: &Rc<Ctx>, mut iters: Vec<Box<dyn Iterator<Item = Result<Datum>>>>) -> Stream {
+    let controls: Vec<Rc<FeedControl>> = ctx.feeds.borrow().clone();
+    let mut turn = 0usize;
+    let iter = std::iter::from_fn(move || {
+        let wait = controls.iter().any(|c| c.waits());
+        for c in &controls {
+            c.set_wait(false);
+        }
+        let mut pause_ms = 1;
+        loop {
+            if controls.iter().any(|c| c.cancelled.get()) {
+                return None;
+            }
+            if iters.is_empty() {
+                return None;
+            }
+            let n = iters.len();
+            let mut k = 0;
+            while k < n.min(iters.len()) {
+                let i = (turn + k) % iters.len();
+                match iters[i].next() {
+                    Some(Ok(d)) => {
+                        turn = i + 1;
+                        return Some(Ok(d));
+                    }
+                    Some(Err(e)) if is_paused(&e) => k += 1,
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => {
+                        drop(iters.remove(i));
+                    }
+                }
+            }
+            if iters.is_empty() {
+                return None;
+            }
+            if !wait {
+                return Some(Err(paused()));
+            }
+            rdb_io::fiber::block_on(rdb_io::sleep(std::time::Duration::from_millis(pause_ms)));
+            pause_ms = (pause_ms * 2).min(UNION_POLL_MS_MAX);
+        }
+    });
+    Stream::feed(Box::new(iter))
 }
 
 /// The error that ends a batch when a feed has nothing ready.

@@ -593,6 +593,11 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
             if let Some(keys) = order {
                 return finish(ctx, ordered_union(ctx, streams, keys), all_arrays);
             }
+            if streams.iter().any(|s| s.changefeed) {
+                // Feeds never end: interleave whatever each one has ready.
+                let iters = streams.into_iter().map(|s| s.into_datum_iter()).collect();
+                return Ok(Val::Stream(super::feed::union(ctx, iters)));
+            }
             let iter = streams.into_iter().flat_map(|s| s.into_datum_iter());
             finish(ctx, Stream::new(Box::new(iter), infinite), all_arrays)
         }

@@ -74,6 +74,20 @@ def disconnect(port):
     print("resume after disconnect: ok (%d changes)" % len(got))
 
 
+def union(port):
+    c, w = connect(port), connect(port)
+    if "uni" in r.db("test").table_list().run(c):
+        r.db("test").table_drop("uni").run(c)
+    r.db("test").table_create("uni").run(c)
+    t = r.db("test").table("uni")
+    feed = t.changes().union(t.get(7).changes()).run(c)
+    t.insert([{"id": 7}, {"id": 8}]).run(w)
+    got = sorted(g["new_val"]["id"] for g in drain(feed))
+    # The table feed sees both documents, the point feed document 7.
+    assert got == [7, 7, 8], got
+    print("union of feeds: ok")
+
+
 def setup(port):
     c = connect(port)
     if "resume" in r.db("test").table_list().run(c):
@@ -174,6 +188,8 @@ def main():
     port, mode = int(sys.argv[1]), sys.argv[2]
     if mode == "disconnect":
         disconnect(port)
+    elif mode == "union":
+        union(port)
     elif mode == "setup":
         setup(port)
     elif mode == "stream":
