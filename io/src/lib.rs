@@ -9,7 +9,9 @@ pub mod fiber;
 pub mod fs;
 pub mod runtime;
 
-pub use runtime::{memlock_limit_bytes, run_per_core, spawn_local, RuntimeConfig, RuntimeError};
+pub use runtime::{
+    in_background, memlock_limit_bytes, run_per_core, spawn_local, RuntimeConfig, RuntimeError,
+};
 
 /// A TCP listener bound with SO_REUSEPORT, so every core can accept on the same port.
 pub type TcpListener = glommio::net::TcpListener;

@@ -193,9 +193,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Conn<S> {
                         Step::NoreplyWait => self.noreply_waiters.push(token),
                         Step::Run(job) => {
                             if self.session.is_feed(token) {
+                                // Delivering changes yields to queries and writes: a
+                                // busy core lets feeds lag (up to their queue bound)
+                                // rather than slow the writers down.
                                 self.feed_reads.insert(token);
+                                self.tasks
+                                    .push(Box::pin(rdb_io::in_background(run_job(token, job))));
+                            } else {
+                                self.tasks.push(Box::pin(run_job(token, job)));
                             }
-                            self.tasks.push(Box::pin(run_job(token, job)));
                         }
                     }
                     self.parked_reader = Some(r);

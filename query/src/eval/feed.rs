@@ -18,7 +18,6 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ops::Bound;
 use std::rc::Rc;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// ql2 `Response.ResponseNote` values.
 pub const SEQUENCE_FEED: u32 = 1;
@@ -934,19 +933,14 @@ impl FeedIter {
     }
 
     /// Waits (suspending the query's fiber) for a message or a cancellation.
-    fn wait(&self) -> Option<FeedMsg> {
-        let listener = self.ctl.wake.listen();
+    fn wait(&mut self) -> Option<FeedMsg> {
+        let cancel = self.ctl.wake.listen();
         if self.ctl.cancelled.get() {
             return None;
         }
-        let rx = self.inbox.rx.clone();
-        rdb_io::fiber::block_on(futures_lite::future::or(
-            async move { rx.recv_async().await.ok() },
-            async move {
-                listener.await;
-                None
-            },
-        ))
+        let waiting = self.inbox.wait(cancel);
+        rdb_io::fiber::block_on(waiting);
+        self.inbox.try_next()
     }
 }
 
@@ -1004,7 +998,7 @@ impl Iterator for FeedIter {
                     Err(e) => return Some(Err(e)),
                 }
             }
-            let skipped = self.inbox.skipped.swap(0, Relaxed);
+            let skipped = self.inbox.take_skipped();
             if skipped > 0 {
                 let mut o = Object::new();
                 o.insert(
@@ -1015,10 +1009,9 @@ impl Iterator for FeedIter {
                 );
                 return Some(Ok(Datum::object(o)));
             }
-            let msg = match self.inbox.rx.try_recv() {
-                Ok(m) => m,
-                Err(flume::TryRecvError::Disconnected) => return None,
-                Err(flume::TryRecvError::Empty) => {
+            let msg = match self.inbox.try_next() {
+                Some(m) => m,
+                None => {
                     if !self.ctl.wait.get() {
                         return Some(Err(paused()));
                     }
@@ -1028,7 +1021,6 @@ impl Iterator for FeedIter {
                     }
                 }
             };
-            self.inbox.queued.fetch_sub(1, Relaxed);
             match msg {
                 FeedMsg::End(why) => {
                     self.initial = None;

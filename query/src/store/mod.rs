@@ -7,6 +7,7 @@
 //! the query until its future completes, while the core serves other work.
 
 pub mod catalog;
+pub mod changelog;
 pub mod index;
 pub mod scan;
 pub mod shard;
@@ -20,7 +21,7 @@ use rdb_io::fiber;
 pub use shard::{
     BuildProgress, BuildReq, CasOp, CasOutcome, Cond, DocChange, FeedMsg, IndexFns, IndexReadReq,
     IndexRows, LocalShard, LogPos, ReplayReq, Replayed, Request, Rows, ScanReq, ShardOps,
-    Subscription,
+    Subscribed,
 };
 use std::ops::Bound;
 use std::rc::Rc;
@@ -68,13 +69,80 @@ pub struct Store {
 
 /// The receiving end of a changefeed's registrations.
 pub struct FeedInbox {
-    pub rx: flume::Receiver<FeedMsg>,
-    /// Messages sent and not yet taken (decrement on every take).
-    pub queued: Arc<std::sync::atomic::AtomicUsize>,
-    /// Changes dropped because the queue was full.
-    pub skipped: Arc<std::sync::atomic::AtomicU64>,
+    /// Per shard: the table's change log and this feed's cursor in it.
+    logs: Vec<(Arc<changelog::TableLog>, Arc<std::sync::atomic::AtomicU64>)>,
+    /// Messages copied out of the logs, not yet taken.
+    buf: std::collections::VecDeque<FeedMsg>,
+    /// The shard read next (shards take turns).
+    turn: usize,
+    /// How far behind a shard's newest change the feed may fall before skipping.
+    backlog_max: u64,
+    /// Changes skipped because the feed fell too far behind, not yet reported.
+    skipped: u64,
     /// Per shard, the position the feed starts after.
     pub start: Vec<LogPos>,
+}
+
+/// Messages copied out of one shard's log at a time.
+const FEED_READ_MAX: usize = 256;
+
+impl FeedInbox {
+    /// The next message if one is ready.
+    pub fn try_next(&mut self) -> Option<FeedMsg> {
+        if self.buf.is_empty() {
+            for _ in 0..self.logs.len() {
+                let (log, cursor) = &self.logs[self.turn];
+                self.turn = (self.turn + 1) % self.logs.len();
+                self.skipped += log.read(cursor, FEED_READ_MAX, self.backlog_max, &mut self.buf);
+                if !self.buf.is_empty() {
+                    break;
+                }
+            }
+        }
+        self.buf.pop_front()
+    }
+
+    /// Changes skipped since the last call.
+    pub fn take_skipped(&mut self) -> u64 {
+        std::mem::take(&mut self.skipped)
+    }
+
+    /// Waits until some shard has news for this feed, or `cancel` fires.
+    pub fn wait(
+        &self,
+        cancel: event_listener::EventListener,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let logs = self.logs.clone();
+        let ready = !self.buf.is_empty();
+        async move { Self::wait_on(logs, ready, cancel).await }
+    }
+
+    async fn wait_on(
+        logs: Vec<(Arc<changelog::TableLog>, Arc<std::sync::atomic::AtomicU64>)>,
+        ready: bool,
+        cancel: event_listener::EventListener,
+    ) {
+        // Listen first, then look: a change appended in between still wakes us.
+        let listeners: Vec<_> = logs.iter().map(|(l, _)| l.listen()).collect();
+        if ready || logs.iter().any(|(l, c)| l.has_news(c)) {
+            return;
+        }
+        let mut listeners: Vec<_> = listeners.into_iter().map(Box::pin).collect();
+        let mut cancel = Box::pin(cancel);
+        std::future::poll_fn(|cx| {
+            use std::future::Future;
+            if cancel.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+            for l in listeners.iter_mut() {
+                if l.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(());
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
 }
 
 /// Who this server is, for the system tables.
@@ -513,30 +581,28 @@ impl Store {
     /// Registers a feed of table `t` on every shard; changes committed after this
     /// returns reach `rx`. At most `queue_max` wait unread; more are counted skipped.
     pub fn subscribe(self: &Rc<Self>, t: &TableInfo, queue_max: usize) -> Result<FeedInbox> {
-        let (tx, rx) = flume::unbounded();
-        let sub = Subscription {
-            key_id: t.key_id,
-            tx,
-            queued: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-            queue_max,
-            skipped: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        };
-        let s2 = sub.clone();
-        let s3 = sub.clone();
+        let key_id = t.key_id;
         let mut start = Vec::with_capacity(self.shards());
+        let mut logs = Vec::with_capacity(self.shards());
         for r in self.on_every_shard(
             move |s| {
-                let pos = s.subscribe(s2.clone());
-                Box::pin(async move { Ok(pos) })
+                let sub = s.subscribe(key_id, queue_max);
+                Box::pin(async move { Ok(sub) })
             },
-            move |tx| Request::Subscribe(s3.clone(), tx),
+            move |tx| Request::Subscribe(key_id, queue_max, tx),
         ) {
-            start.push(r?);
+            let (log, cursor, pos) = r?;
+            logs.push((log, cursor));
+            start.push(pos);
         }
+        // The bound is the feed's, shared by its shards.
+        let backlog_max = (queue_max / self.shards()).max(1) as u64;
         Ok(FeedInbox {
-            rx,
-            queued: sub.queued,
-            skipped: sub.skipped,
+            logs,
+            buf: Default::default(),
+            turn: 0,
+            backlog_max,
+            skipped: 0,
             start,
         })
     }

@@ -155,40 +155,13 @@ pub enum FeedMsg {
     End(String),
 }
 
-/// A changefeed's registration with one shard: where to send the changes of one
-/// table. The queue bound is shared by every shard of the feed; changes past it are
-/// counted as skipped, never buffered (a slow reader never holds a writer up).
-#[derive(Clone, Debug)]
-pub struct Subscription {
-    pub key_id: u64,
-    pub tx: flume::Sender<FeedMsg>,
-    /// Changes sent and not yet taken by the feed.
-    pub queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    pub queue_max: usize,
-    /// Changes dropped because the queue was full (the feed reports and resets it).
-    pub skipped: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Subscription {
-    /// Delivers a message, or counts it skipped when the queue is full; false once the
-    /// feed is gone.
-    fn offer(&self, m: FeedMsg) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        if self.tx.is_disconnected() {
-            return false;
-        }
-        if matches!(m, FeedMsg::Change(_)) && self.queued.load(Relaxed) >= self.queue_max {
-            self.skipped.fetch_add(1, Relaxed);
-            return true;
-        }
-        self.queued.fetch_add(1, Relaxed);
-        if self.tx.send(m).is_err() {
-            self.queued.fetch_sub(1, Relaxed);
-            return false;
-        }
-        true
-    }
-}
+/// A changefeed's registration with one shard: the table's change log, the feed's
+/// cursor in it, and the position the feed starts after.
+pub type Subscribed = (
+    std::sync::Arc<super::changelog::TableLog>,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+    LogPos,
+);
 
 /// A read of one index's entries, answered with the documents they point to.
 #[derive(Clone, Debug)]
@@ -260,9 +233,9 @@ pub trait ShardOps {
     /// Deletes every key in `[lo, hi)` once writes already submitted are visible (so
     /// none of them can add a key there afterwards); returns how many.
     fn purge(self: Rc<Self>, lo: Vec<u8>, hi: Vec<u8>) -> LocalFuture<Result<u64>>;
-    /// Registers a changefeed: every later change to the table is offered to it.
-    /// Returns the position the feed starts after (it gets every later change).
-    fn subscribe(self: Rc<Self>, sub: Subscription) -> LogPos;
+    /// Registers a changefeed of table `key_id` that may fall `queue_max` changes
+    /// behind: it reads every later change from the returned log.
+    fn subscribe(self: Rc<Self>, key_id: u64, queue_max: usize) -> Subscribed;
     /// A table's changes after `from` up to record `upto`, read back from the log;
     /// also where to continue (`None`: done).
     fn replay(self: Rc<Self>, req: ReplayReq) -> LocalFuture<Result<Replayed>>;
@@ -280,7 +253,7 @@ pub enum Request {
     Build(BuildReq, flume::Sender<Result<()>>),
     Purge(Vec<u8>, Vec<u8>, flume::Sender<Result<u64>>),
     /// Acknowledged once registered, so no change after the reply is missed.
-    Subscribe(Subscription, flume::Sender<Result<LogPos>>),
+    Subscribe(u64, usize, flume::Sender<Result<Subscribed>>),
     Replay(ReplayReq, flume::Sender<Result<Replayed>>),
     EndFeeds(u64, String),
 }
@@ -335,7 +308,7 @@ pub struct LocalShard<F: Fs> {
     locks: KeyLocks,
     indexes: Option<Rc<dyn IndexFns>>,
     /// Changefeeds by table key id.
-    feeds: RefCell<rustc_hash::FxHashMap<u64, Vec<Subscription>>>,
+    feeds: RefCell<rustc_hash::FxHashMap<u64, std::sync::Arc<super::changelog::TableLog>>>,
     /// The next log record whose changes feeds get; records finishing out of order wait
     /// in `held` so feeds see changes in log order.
     next_pub: Cell<u64>,
@@ -510,28 +483,38 @@ impl<F: Fs + 'static> LocalShard<F> {
         !feeds.is_empty() && key_id_of(key).is_some_and(|id| feeds.contains_key(&id))
     }
 
-    /// Offers applied changes to the feeds of their tables, dropping feeds that ended.
+    /// Appends applied changes to the change logs of their tables (once, whatever the
+    /// number of feeds), dropping logs no feed reads any more.
     fn publish(&self, lsn: u64, changes: Vec<(u32, Change)>) {
         let mut feeds = self.feeds.borrow_mut();
         if feeds.is_empty() {
             return;
         }
+        let mut by_table: rustc_hash::FxHashMap<u64, Vec<std::sync::Arc<DocChange>>> =
+            rustc_hash::FxHashMap::default();
         for (idx, (key, old, new)) in changes {
             let Some(id) = key_id_of(&key) else { continue };
-            let Some(subs) = feeds.get_mut(&id) else {
+            if !feeds.contains_key(&id) {
                 continue;
-            };
-            let c = std::sync::Arc::new(DocChange {
-                key,
-                old,
-                new,
-                lsn,
-                idx,
-            });
-            subs.retain(|s| s.offer(FeedMsg::Change(c.clone())));
-            if subs.is_empty() {
-                feeds.remove(&id);
             }
+            by_table
+                .entry(id)
+                .or_default()
+                .push(std::sync::Arc::new(DocChange {
+                    key,
+                    old,
+                    new,
+                    lsn,
+                    idx,
+                }));
+        }
+        for (id, cs) in by_table {
+            let log = feeds.get(&id).expect("checked above");
+            if !log.has_readers() {
+                feeds.remove(&id);
+                continue;
+            }
+            log.append(cs);
         }
     }
 
@@ -587,8 +570,8 @@ impl<F: Fs + 'static> LocalShard<F> {
                     Request::Purge(lo, hi, tx) => {
                         let _ = tx.send(me.purge(lo, hi).await);
                     }
-                    Request::Subscribe(sub, tx) => {
-                        let _ = tx.send(Ok(me.subscribe(sub)));
+                    Request::Subscribe(id, queue_max, tx) => {
+                        let _ = tx.send(Ok(me.subscribe(id, queue_max)));
                     }
                     Request::Replay(r, tx) => {
                         let _ = tx.send(me.replay(r).await);
@@ -970,22 +953,26 @@ impl<F: Fs + 'static> ShardOps for LocalShard<F> {
     fn purge(self: Rc<Self>, lo: Vec<u8>, hi: Vec<u8>) -> LocalFuture<Result<u64>> {
         Box::pin(async move { self.do_purge(lo, hi).await })
     }
-    fn subscribe(self: Rc<Self>, sub: Subscription) -> LogPos {
-        self.feeds
+    fn subscribe(self: Rc<Self>, key_id: u64, queue_max: usize) -> Subscribed {
+        let log = self
+            .feeds
             .borrow_mut()
-            .entry(sub.key_id)
-            .or_default()
-            .push(sub);
-        (self.next_pub.get().saturating_sub(1), u32::MAX)
+            .entry(key_id)
+            .or_insert_with(super::changelog::TableLog::new)
+            .clone();
+        let cursor = log.register(queue_max);
+        (
+            log,
+            cursor,
+            (self.next_pub.get().saturating_sub(1), u32::MAX),
+        )
     }
     fn replay(self: Rc<Self>, req: ReplayReq) -> LocalFuture<Result<Replayed>> {
         Box::pin(async move { self.do_replay(req).await })
     }
     fn end_feeds(self: Rc<Self>, key_id: u64, msg: String) {
-        if let Some(subs) = self.feeds.borrow_mut().remove(&key_id) {
-            for s in subs {
-                s.offer(FeedMsg::End(msg.clone()));
-            }
+        if let Some(log) = self.feeds.borrow_mut().remove(&key_id) {
+            log.end(msg);
         }
     }
 }
