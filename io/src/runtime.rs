@@ -108,7 +108,7 @@ pub fn spawn_local(fut: impl Future<Output = ()> + 'static) {
 }
 
 /// How long one task queue may run while another has work.
-const PREEMPT_EVERY: std::time::Duration = std::time::Duration::from_micros(500);
+const PREEMPT_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Shares of the background queue against the default queue's 1000: when the core is
 /// busy, background work gets about 5% of it; when idle, all it needs.
