@@ -712,8 +712,12 @@ impl Top {
                 transform(ctx, ts, d)
             }
         };
-        let row = |old: Option<&Datum>, new: Option<&Datum>| {
+        // A change the transformations hide (same values before and after) is not one.
+        let row = |old: Option<&Datum>, new: Option<&Datum>| -> Option<Datum> {
             let (old, new) = (through(old), through(new));
+            if old == new {
+                return None;
+            }
             let (old, new) = (old.as_ref(), new.as_ref());
             let mut o = Object::new();
             if types {
@@ -726,12 +730,12 @@ impl Top {
             }
             o.insert("new_val".into(), new.cloned().unwrap_or(Datum::Null));
             o.insert("old_val".into(), old.cloned().unwrap_or(Datum::Null));
-            Datum::object(o)
+            Some(Datum::object(o))
         };
         for (k, d) in &next {
             if let Some(old) = before.get(k.as_slice()) {
                 if *old != d {
-                    out.push(row(Some(old), Some(d)));
+                    out.extend(row(Some(old), Some(d)));
                 }
             }
         }
@@ -747,7 +751,7 @@ impl Top {
             .map(|(_, d)| d)
             .collect();
         for i in 0..gone.len().max(came.len()) {
-            out.push(row(gone.get(i).copied(), came.get(i).copied()));
+            out.extend(row(gone.get(i).copied(), came.get(i).copied()));
         }
         drop(before);
         drop(after);
