@@ -548,30 +548,9 @@ pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
         }
         pos = from;
     }
-    let ctl = FeedControl::new(note, o.states);
-    ctx.feeds.borrow_mut().push(ctl.clone());
-    let mut pending = VecDeque::new();
-    if o.states && o.initial {
-        pending.push_back(state("initializing", o.types));
-    }
-    let iter = FeedIter {
-        ctx: ctx.clone(),
-        transforms,
-        ctl,
-        inbox,
-        filter,
-        top: None,
-        table: t.clone(),
-        pos,
-        resumable: o.resumable,
-        replay,
-        replayed: VecDeque::new(),
-        pending,
-        initial,
-        states: o.states,
-        types: o.types,
-        ready_sent: false,
-    };
+    let mut iter = FeedIter::new(ctx, note, t, inbox, filter, initial, transforms, &o);
+    iter.pos = pos;
+    iter.replay = replay;
     Ok(Val::Stream(Stream::feed(Box::new(iter))))
 }
 
@@ -604,37 +583,23 @@ fn top_feed(
         set: Vec::new(),
     };
     top.set = top.read()?;
-    let ctl = FeedControl::new(ORDER_BY_LIMIT_FEED, o.states);
-    ctx.feeds.borrow_mut().push(ctl.clone());
-    let mut pending = VecDeque::new();
-    if o.states && o.initial {
-        pending.push_back(state("initializing", o.types));
-    }
     let initial = o.initial.then(|| {
         Initial::Stream(Stream::from_vec(
             top.set.iter().map(|(_, d)| d.clone()).collect(),
         ))
     });
-    let pos = inbox.start.clone();
     let table = top.t.clone();
-    let iter = FeedIter {
-        ctx: ctx.clone(),
-        transforms,
-        ctl,
+    let mut iter = FeedIter::new(
+        ctx,
+        ORDER_BY_LIMIT_FEED,
+        table,
         inbox,
         filter,
-        top: Some(top),
-        table,
-        pos,
-        resumable: false,
-        replay: VecDeque::new(),
-        replayed: VecDeque::new(),
-        pending,
         initial,
-        states: o.states,
-        types: o.types,
-        ready_sent: false,
-    };
+        transforms,
+        o,
+    );
+    iter.top = Some(top);
     Ok(Val::Stream(Stream::feed(Box::new(iter))))
 }
 
@@ -850,6 +815,45 @@ struct FeedIter {
 }
 
 impl FeedIter {
+    /// A feed of `table` reading `inbox`, registered with the query's feeds; it starts
+    /// where the inbox's subscription did.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ctx: &Rc<Ctx>,
+        note: u32,
+        table: Rc<TableRef>,
+        inbox: FeedInbox,
+        filter: Filter,
+        initial: Option<Initial>,
+        transforms: Vec<Rc<Transform>>,
+        o: &Options,
+    ) -> FeedIter {
+        let ctl = FeedControl::new(note, o.states);
+        ctx.feeds.borrow_mut().push(ctl.clone());
+        let mut pending = VecDeque::new();
+        if o.states && o.initial {
+            pending.push_back(state("initializing", o.types));
+        }
+        FeedIter {
+            ctx: ctx.clone(),
+            transforms,
+            ctl,
+            pos: inbox.start.clone(),
+            inbox,
+            filter,
+            top: None,
+            table,
+            resumable: o.resumable,
+            replay: VecDeque::new(),
+            replayed: VecDeque::new(),
+            pending,
+            initial,
+            states: o.states,
+            types: o.types,
+            ready_sent: false,
+        }
+    }
+
     /// The change as the feed reports it: each side only if the feed follows it there
     /// (a document leaving a range shows as removed). `None`: not followed at all.
     fn change(&self, key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>) -> Result<Option<Datum>> {

@@ -21,19 +21,7 @@ pub fn set(t: &TableRef, f: Val) -> Result<Datum> {
                     "Could not prove function deterministic.  Write hook functions must be deterministic.",
                 ));
             }
-            let params: Vec<serde_json::Value> = func
-                .params
-                .iter()
-                .map(|p| serde_json::Value::from(*p))
-                .collect();
-            let term = serde_json::json!([
-                crate::term_type::FUNC,
-                [
-                    [crate::term_type::MAKE_ARRAY, params],
-                    crate::term::to_wire_json(&func.body)
-                ]
-            ]);
-            Some(term.to_string())
+            Some(func.to_wire_json().to_string())
         }
         other => {
             return Err(logic(format!(

@@ -328,22 +328,10 @@ fn index_from_arg(name: &str, v: Val) -> Result<IndexInfo> {
                     "Could not prove function deterministic.  Index functions must be deterministic.",
                 ));
             }
-            let params: Vec<serde_json::Value> = func
-                .params
-                .iter()
-                .map(|p| serde_json::Value::from(*p))
-                .collect();
-            let term = serde_json::json!([
-                tt::FUNC,
-                [
-                    [tt::MAKE_ARRAY, params],
-                    crate::term::to_wire_json(&func.body)
-                ]
-            ]);
             Ok(IndexInfo {
                 name: name.to_string(),
                 id: 0,
-                function: term.to_string(),
+                function: func.to_wire_json().to_string(),
                 multi: false,
                 geo: false,
                 ready: false,

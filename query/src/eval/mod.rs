@@ -154,6 +154,20 @@ impl Func {
     pub fn arity(&self) -> usize {
         self.params.len()
     }
+
+    /// The wire JSON of this function as a FUNC term (what `term::parse` reads back),
+    /// for storing it (write hooks, index functions).
+    pub fn to_wire_json(&self) -> serde_json::Value {
+        let params: Vec<serde_json::Value> = self
+            .params
+            .iter()
+            .map(|p| serde_json::Value::from(*p))
+            .collect();
+        serde_json::json!([
+            tt::FUNC,
+            [[tt::MAKE_ARRAY, params], term::to_wire_json(&self.body)]
+        ])
+    }
 }
 
 /// Something callable where ReQL expects a function: a real function, or a datum that

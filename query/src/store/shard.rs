@@ -3,6 +3,7 @@
 //! other cores.
 
 use crate::error::{ErrorKind, ReqlError, Result};
+use rdb_engine::entry::{get_varint, put_varint};
 use rdb_engine::{Durability, Shard, WriteBatch};
 use rdb_io::fs::Fs;
 use std::cell::{Cell, RefCell};
@@ -124,27 +125,6 @@ fn decode_note(n: &[u8]) -> Result<rustc_hash::FxHashMap<u32, Vec<u8>>> {
         pos = end;
     }
     Ok(out)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *b.get(*pos)?;
-        *pos += 1;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
 }
 
 /// What a changefeed receives from a shard.
@@ -455,6 +435,20 @@ impl<F: Fs + 'static> LocalShard<F> {
             self.sequenced(lsn, change_idx.into_iter().zip(changes).collect());
         }
         Ok(out)
+    }
+
+    /// Writes a batch that changes no document feeds follow (index builds, purges),
+    /// soft; its log record still takes its turn in the publication order.
+    async fn write_without_changes(&self, batch: WriteBatch) -> Result<()> {
+        let (_, lsn) = self
+            .shard
+            .write_logged(batch, Durability::Soft)
+            .await
+            .map_err(storage_err)?;
+        if let Some(lsn) = lsn {
+            self.sequenced(lsn, Vec::new());
+        }
+        Ok(())
     }
 
     /// Publishes a record's changes once every earlier record's are (log order).
@@ -791,14 +785,7 @@ impl<F: Fs + 'static> LocalShard<F> {
                     }
                 }
             }
-            let (_, lsn) = self
-                .shard
-                .write_logged(batch, Durability::Soft)
-                .await
-                .map_err(storage_err)?;
-            if let Some(lsn) = lsn {
-                self.sequenced(lsn, Vec::new());
-            }
+            self.write_without_changes(batch).await?;
             drop(_guard);
             r.progress
                 .done
@@ -886,14 +873,7 @@ impl<F: Fs + 'static> LocalShard<F> {
                 batch.delete(k.clone());
             }
             n += rows.len() as u64;
-            let (_, lsn) = self
-                .shard
-                .write_logged(batch, Durability::Soft)
-                .await
-                .map_err(storage_err)?;
-            if let Some(lsn) = lsn {
-                self.sequenced(lsn, Vec::new());
-            }
+            self.write_without_changes(batch).await?;
             self.kick_maintenance();
             futures_lite::future::yield_now().await;
         }
