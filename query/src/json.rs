@@ -323,8 +323,76 @@ pub fn finish_object(m: Object) -> Result<Datum> {
             }
             Ok(Datum::Binary(decode_base64(s)?.into()))
         }
+        "TIME" => sanitize_time(m),
         _ => Ok(Datum::object(m)),
     }
+}
+
+/// Checks a literal TIME object the way RethinkDB does: exactly `epoch_time` (a number,
+/// rounded to milliseconds) and `timezone` (a valid offset, `Z` becoming `+00:00`).
+fn sanitize_time(mut m: Object) -> Result<Datum> {
+    let mut problem = None;
+    let mut has_epoch = false;
+    let mut has_tz = false;
+    for (k, v) in m.iter() {
+        match k.as_ref() {
+            "epoch_time" => match v {
+                Datum::Num(_) => has_epoch = true,
+                _ => {
+                    problem = Some(format!(
+                        "field `epoch_time` must be a number (got `{}` of type {})",
+                        trunc_pretty(v),
+                        v.type_name()
+                    ));
+                    break;
+                }
+            },
+            "timezone" => match v {
+                Datum::Str(s) if crate::eval::time::parse_tz(s).is_ok() => has_tz = true,
+                Datum::Str(_) => {
+                    problem = Some(format!("invalid timezone string `{}`", trunc_pretty(v)));
+                    break;
+                }
+                _ => {
+                    problem = Some(format!(
+                        "field `timezone` must be a string (got `{}` of type {})",
+                        trunc_pretty(v),
+                        v.type_name()
+                    ));
+                    break;
+                }
+            },
+            REQL_TYPE => {}
+            other => {
+                problem = Some(format!("unrecognized field `{other}`"));
+                break;
+            }
+        }
+    }
+    if problem.is_none() && !has_epoch {
+        problem = Some("no field `epoch_time`".to_string());
+    } else if problem.is_none() && !has_tz {
+        problem = Some("no field `timezone`".to_string());
+    }
+    if let Some(p) = problem {
+        let d = Datum::object(m);
+        return Err(logic(format!(
+            "Invalid time object constructed ({p}):\n{}",
+            trunc_pretty(&d)
+        )));
+    }
+    if let Some(Datum::Num(e)) = m.get("epoch_time") {
+        let rounded = (e * 1000.0).round() / 1000.0;
+        if rounded != *e {
+            m.insert("epoch_time".into(), Datum::Num(rounded));
+        }
+    }
+    if let Some(Datum::Str(tz)) = m.get("timezone") {
+        if &**tz == "Z" {
+            m.insert("timezone".into(), Datum::str("+00:00"));
+        }
+    }
+    Ok(Datum::object(m))
 }
 
 /// Strict base64 decoding with RethinkDB's messages for each kind of bad input.

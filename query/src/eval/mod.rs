@@ -16,7 +16,7 @@ mod seq;
 mod string;
 mod system;
 pub mod table;
-mod time;
+pub(crate) mod time;
 mod types;
 mod write;
 
