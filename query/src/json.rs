@@ -324,6 +324,10 @@ pub fn finish_object(m: Object) -> Result<Datum> {
             Ok(Datum::Binary(decode_base64(s)?.into()))
         }
         "TIME" => sanitize_time(m),
+        "GEOMETRY" => {
+            crate::eval::geo::shape::sanitize(&m)?;
+            Ok(Datum::object(m))
+        }
         _ => Ok(Datum::object(m)),
     }
 }

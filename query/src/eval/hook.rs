@@ -16,7 +16,7 @@ pub fn set(t: &TableRef, f: Val) -> Result<Datum> {
             if func.arity() != 3 {
                 return Err(logic("Write hook functions must expect 3 arguments."));
             }
-            if !super::deterministic(&func.body) {
+            if !super::deterministic_everywhere(&func.body) {
                 return Err(logic(
                     "Could not prove function deterministic.  Write hook functions must be deterministic.",
                 ));

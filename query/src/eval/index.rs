@@ -73,6 +73,9 @@ pub(super) fn load_function(ctx: &Rc<Ctx>, json: &str) -> Result<Rc<Func>> {
 /// `pk`. Values that cannot be keys (objects, null, geometry...) yield none; in a multi
 /// index, each array element on its own.
 pub fn value_entries(ix: &IndexInfo, value: &Datum, pk: &[u8], out: &mut Rows) {
+    if ix.geo {
+        return geo_entries(ix, value, pk, out);
+    }
     match value {
         Datum::Array(items) if ix.multi => {
             for (i, x) in items.iter().enumerate() {
@@ -86,6 +89,31 @@ pub fn value_entries(ix: &IndexInfo, value: &Datum, pk: &[u8], out: &mut Rows) {
                 out.push(entry(ix.id, &code, pk, None));
             }
         }
+    }
+}
+
+/// A geospatial index files a geometry under each cell of its covering; other values
+/// are left out.
+fn geo_entries(ix: &IndexInfo, value: &Datum, pk: &[u8], out: &mut Rows) {
+    let mut add = |g: &Datum, tag: Option<u32>| {
+        if !super::geo::shape::is_geometry(g) {
+            return;
+        }
+        let Ok(shape) = super::geo::shape::parse(g) else {
+            return;
+        };
+        for cell in super::geo::cover::covering(&shape) {
+            let code = crate::keycode::encode(&super::geo::cover::cell_value(cell));
+            out.push(entry(ix.id, &code, pk, tag));
+        }
+    };
+    match value {
+        Datum::Array(items) if ix.multi => {
+            for (i, g) in items.iter().enumerate() {
+                add(g, Some(i as u32));
+            }
+        }
+        g => add(g, None),
     }
 }
 
@@ -221,11 +249,6 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> Result<
             if let Some(d) = opt.datum("geo")? {
                 ix.geo = boolean(&d)?;
             }
-            if ix.geo {
-                return Err(logic(
-                    "Geospatial indexes are not supported by this server yet.",
-                ));
-            }
             if system {
                 return Err(op_failed(format!(
                     "Database `{SYSTEM_DB}` is special; you can't create secondary indexes on the tables in it."
@@ -323,7 +346,7 @@ fn field_index(name: &str) -> IndexInfo {
 fn index_from_arg(name: &str, v: Val) -> Result<IndexInfo> {
     match v {
         Val::Func(func) => {
-            if !super::deterministic(&func.body) {
+            if !super::deterministic_everywhere(&func.body) {
                 return Err(logic(
                     "Could not prove function deterministic.  Index functions must be deterministic.",
                 ));
@@ -431,11 +454,23 @@ fn create_query(ix: &IndexInfo) -> String {
 }
 
 /// The index a read names: `None` for the primary key; errors for indexes that do not
-/// exist or are still being built.
+/// exist or are still being built, and for geospatial ones (only their own terms read
+/// them).
 pub fn resolve(t: &TableInfo, name: &str) -> Result<Option<IndexInfo>> {
     if name == t.primary_key {
         return Ok(None);
     }
+    let ix = resolve_any(t, name)?;
+    if ix.geo {
+        return Err(logic(format!(
+            "Index `{name}` is a geospatial index.  Only get_nearest and get_intersecting can use a geospatial index."
+        )));
+    }
+    Ok(Some(ix))
+}
+
+/// A secondary index that exists and is built, of any kind.
+pub fn resolve_any(t: &TableInfo, name: &str) -> Result<IndexInfo> {
     match t.index(name) {
         None => Err(op_failed(format!(
             "Index `{name}` was not found on table `{}.{}`.",
@@ -448,6 +483,6 @@ pub fn resolve(t: &TableInfo, name: &str) -> Result<Option<IndexInfo>> {
                 t.db, t.name
             ),
         )),
-        Some(ix) => Ok(Some(ix.clone())),
+        Some(ix) => Ok(ix.clone()),
     }
 }

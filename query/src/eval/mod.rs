@@ -8,6 +8,7 @@ mod array;
 mod compile;
 mod control;
 pub mod feed;
+pub(crate) mod geo;
 mod hook;
 pub mod index;
 mod object;
@@ -905,6 +906,9 @@ fn apply_plain(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Res
     if let Some(v) = arith::apply(ctx, ty, &args)? {
         return Ok(v);
     }
+    if let Some(v) = geo::apply(ctx, ty, &mut args, opt)? {
+        return Ok(v);
+    }
     if let Some(v) = time::apply(ctx, ty, &args, opt)? {
         return Ok(v);
     }
@@ -972,6 +976,29 @@ pub fn deterministic(t: &Term) -> bool {
     ) || (op.ty == tt::UUID && op.args.is_empty());
     !bad && op.args.iter().all(|a| deterministic(a))
         && op.optargs.iter().all(|(_, v)| deterministic(v))
+}
+
+/// `deterministic`, and also the same on every server: what index functions and write
+/// hooks need. Geometry terms other than `point` depend on floating-point details.
+pub fn deterministic_everywhere(t: &Term) -> bool {
+    let Term::Op(op) = t else { return true };
+    let geo = matches!(
+        op.ty,
+        tt::GEOJSON
+            | tt::LINE
+            | tt::POLYGON
+            | tt::DISTANCE
+            | tt::INTERSECTS
+            | tt::INCLUDES
+            | tt::CIRCLE
+            | tt::GET_INTERSECTING
+            | tt::FILL
+            | tt::GET_NEAREST
+            | tt::POLYGON_SUB
+    );
+    !geo && deterministic(t)
+        && op.args.iter().all(|a| deterministic_everywhere(a))
+        && op.optargs.iter().all(|(_, v)| deterministic_everywhere(v))
 }
 
 pub fn type_err(expected: &str, d: &Datum) -> ReqlError {

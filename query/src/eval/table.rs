@@ -198,7 +198,7 @@ fn slice_scan(t: &Rc<TableRef>, slice: &Slice) -> Option<MergedScan> {
 }
 
 /// Documents whose value in index `ix` lies within the bounds (encoded values).
-fn index_scan(
+pub(super) fn index_scan(
     t: &Rc<TableRef>,
     ix: &IndexInfo,
     sec_lo: Bound<Vec<u8>>,
@@ -278,7 +278,7 @@ pub fn type_name(v: &Val) -> Option<String> {
     }
 }
 
-fn expect_table(v: &Val, i: usize) -> Result<Rc<TableRef>> {
+pub(super) fn expect_table(v: &Val, i: usize) -> Result<Rc<TableRef>> {
     match v {
         Val::Table(t) => Ok(t.clone()),
         other => Err(logic(format!(
@@ -391,6 +391,8 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
         | tt::INDEX_WAIT => super::index::apply(ctx, ty, args, opt)?,
         tt::CHANGES => super::feed::changes(ctx, args, opt)?,
         tt::GET_ALL => get_all(ctx, args, opt)?,
+        tt::GET_INTERSECTING => super::geo::read::get_intersecting(ctx, args, opt)?,
+        tt::GET_NEAREST => super::geo::read::get_nearest(ctx, args, opt)?,
         tt::BETWEEN => between(ctx, args, opt)?,
         tt::INSERT => insert(ctx, args, opt)?,
         tt::UPDATE | tt::REPLACE | tt::DELETE => modify(ctx, ty, args, opt)?,
