@@ -85,3 +85,56 @@ mod tests {
         assert_eq!(a.id().cmp(&b.id()), x.as_str().cmp(&y.as_str()));
     }
 }
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use crate::eval::geo::ops::{circle, WGS84};
+    use crate::eval::geo::shape::{self, LonLat};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Whatever lies inside a query polygon is found by the ranges its covering
+        /// reads: the index can miss nothing.
+        #[test]
+        fn query_ranges_find_every_point_inside(
+            lon in -179.0f64..179.0,
+            lat in -80.0f64..80.0,
+            radius in 1.0f64..2_000_000.0,
+            bearing in 0.0f64..1.0,
+            reach in 0.0f64..0.95,
+        ) {
+            let center = LonLat { lon, lat };
+            let ring = circle(center, radius, 16, &WGS84).unwrap();
+            let polygon = shape::parse(&shape::polygon_datum(&ring, &[])).unwrap();
+            // A point somewhere between the center and the rim.
+            let towards = ring[((bearing * 16.0) as usize).min(15)];
+            let p = LonLat {
+                lon: lon + (towards.lon - lon) * reach,
+                lat: lat + (towards.lat - lat) * reach,
+            };
+            let mut point = shape::Shape::Point(shape::to_s2(p).unwrap());
+            let mut polygon = polygon;
+            // (Interpolating degrees can leave the polygon near the poles.)
+            prop_assume!(crate::eval::geo::ops::intersects(&mut polygon, &mut point));
+            let leaf = covering(&point)[0];
+            let ranges = query_ranges(&covering(&polygon));
+            prop_assert!(ranges.iter().any(|(lo, hi)| *lo <= leaf && leaf <= *hi));
+            // And the other way round: a point's ranges meet the polygon's cells.
+            let cells = covering(&polygon);
+            let back = query_ranges(&[leaf]);
+            prop_assert!(cells.iter().any(|c| back.iter().any(|(lo, hi)| lo <= c && c <= hi)));
+        }
+
+        /// Any datum at all: reading it as a geometry gives a value or an error.
+        #[test]
+        fn parse_never_panics(d in crate::testgen::arb_datum()) {
+            let _ = shape::parse(&d);
+            if let Datum::Object(o) = &d {
+                let _ = shape::sanitize(o);
+            }
+        }
+    }
+}
