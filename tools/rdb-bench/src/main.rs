@@ -49,7 +49,9 @@ struct Opts {
     /// (filter+count over the table), get-all (get_all by index f0), order-limit (the
     /// 100 documents from a random f0 value up, in f0 order), changefeed (--feeds feeds
     /// on the table over --connections, one writer at --rate writes/s; reports the time
-    /// from a write's send to each feed receiving it).
+    /// from a write's send to each feed receiving it), get-nearest (the 10 documents
+    /// nearest a random point, index loc; needs --geo data), get-intersecting (the
+    /// documents in a random 50 km circle, index loc).
     #[arg(long, default_value = "expr")]
     workload: String,
     #[arg(long, default_value = "test")]
@@ -74,6 +76,10 @@ struct Opts {
     /// With --setup: secondary indexes on fields f0..f<N-1> (implies --fields N).
     #[arg(long, default_value_t = 0)]
     indexes: usize,
+    /// Documents get a `loc` point (uniform over the sphere); with --setup, a
+    /// geospatial index `loc` (for get-nearest and get-intersecting).
+    #[arg(long)]
+    geo: bool,
     /// Key distribution: uniform or zipfian.
     #[arg(long, default_value = "uniform")]
     distribution: String,
@@ -134,6 +140,7 @@ fn spec(o: &Opts) -> Result<workload::Spec, String> {
         zipfian,
         fields: o.fields.max(o.indexes),
         indexes: o.indexes,
+        geo: o.geo,
     })
 }
 

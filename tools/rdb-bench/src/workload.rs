@@ -2,6 +2,7 @@
 //! `{id: <int>, v: <int 0..1000>, f0..f<K-1>: <int 0..keys>, pad: <string>}` in
 //! `--db`.`--table` (K = `--fields`); keys are drawn uniformly or from a zipfian
 //! distribution over `--keys`. `--indexes N` creates indexes on f0..f<N-1> (each named after its field).
+//! `--geo` adds `loc: r.point(lon, lat)` (uniform over the sphere) and a geospatial index on it.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -28,8 +29,17 @@ const LIMIT: u32 = 71;
 const MAXVAL: u32 = 181;
 const INDEX_CREATE: u32 = 75;
 const INDEX_WAIT: u32 = 140;
+const POINT: u32 = 159;
+const CIRCLE: u32 = 165;
+const GET_INTERSECTING: u32 = 166;
+const GET_NEAREST: u32 = 168;
 
-pub const NAMES: &str = "expr, load, insert, get, update, ycsb-a, ycsb-b, ycsb-c, scan (filter+count), get-all (by index f0), order-limit (between(k, maxval, index f0).order_by(index f0).limit(100)), changefeed (write-to-feed latency)";
+pub const NAMES: &str = "expr, load, insert, get, update, ycsb-a, ycsb-b, ycsb-c, scan (filter+count), get-all (by index f0), order-limit (between(k, maxval, index f0).order_by(index f0).limit(100)), changefeed (write-to-feed latency), get-nearest (10 nearest by index loc), get-intersecting (documents in a 50 km circle by index loc)";
+
+/// Radius of the circles `get-intersecting` asks for, in meters.
+pub const INTERSECTING_RADIUS_M: f64 = 50_000.0;
+/// Results `get-nearest` asks for.
+pub const NEAREST_RESULTS: u64 = 10;
 
 /// Rows `order-limit` reads per query.
 pub const ORDER_LIMIT_ROWS: u64 = 100;
@@ -49,6 +59,8 @@ pub struct Spec {
     pub fields: usize,
     /// Secondary indexes on f0..f<indexes-1>, created by `--setup`.
     pub indexes: usize,
+    /// A `loc` point in every document and, with `--setup`, a geospatial index on it.
+    pub geo: bool,
 }
 
 /// Makes one connection's queries.
@@ -112,7 +124,18 @@ impl Generator {
             let v = self.rng.gen_range(0..self.spec.keys.max(1));
             d[format!("f{f}")] = json!(v);
         }
+        if self.spec.geo {
+            let (lon, lat) = self.lon_lat();
+            d["loc"] = json!([POINT, [lon, lat]]);
+        }
         d
+    }
+
+    /// A position drawn uniformly over the sphere.
+    fn lon_lat(&mut self) -> (f64, f64) {
+        let lon = self.rng.gen_range(-180.0..180.0);
+        let lat = (self.rng.gen_range(-1.0f64..1.0)).asin().to_degrees();
+        (lon, lat)
     }
 
     fn insert(&mut self) -> Option<Vec<u8>> {
@@ -185,6 +208,23 @@ impl Generator {
                 let ordered = json!([ORDER_BY, [slice], {"index": "f0"}]);
                 Some(query(json!([LIMIT, [ordered, ORDER_LIMIT_ROWS]])))
             }
+            "get-nearest" => {
+                let (lon, lat) = self.lon_lat();
+                Some(query(json!([
+                    GET_NEAREST,
+                    [table(&self.spec), [POINT, [lon, lat]]],
+                    {"index": "loc", "max_results": NEAREST_RESULTS}
+                ])))
+            }
+            "get-intersecting" => {
+                let (lon, lat) = self.lon_lat();
+                let area = json!([CIRCLE, [[POINT, [lon, lat]], INTERSECTING_RADIUS_M]]);
+                Some(query(json!([
+                    GET_INTERSECTING,
+                    [table(&self.spec), area],
+                    {"index": "loc"}
+                ])))
+            }
             "scan" => Some(query(json!([
                 COUNT,
                 [[
@@ -216,7 +256,7 @@ impl Generator {
 pub fn check(name: &str) -> Result<(), String> {
     match name {
         "expr" | "load" | "insert" | "get" | "update" | "ycsb-a" | "ycsb-b" | "ycsb-c" | "scan"
-        | "get-all" | "order-limit" | "changefeed" => Ok(()),
+        | "get-all" | "order-limit" | "changefeed" | "get-nearest" | "get-intersecting" => Ok(()),
         other => Err(format!("unknown workload `{other}` (available: {NAMES})")),
     }
 }
@@ -231,7 +271,12 @@ pub fn setup_queries(spec: &Spec) -> Vec<Vec<u8>> {
     for i in 0..spec.indexes {
         q.push(query(json!([INDEX_CREATE, [table(spec), format!("f{i}")]])));
     }
-    if spec.indexes > 0 {
+    if spec.geo {
+        q.push(query(
+            json!([INDEX_CREATE, [table(spec), "loc"], {"geo": true}]),
+        ));
+    }
+    if spec.indexes > 0 || spec.geo {
         q.push(query(json!([INDEX_WAIT, [table(spec)]])));
     }
     q

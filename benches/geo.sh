@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Geospatial index reads over the wire (issue 8): get_nearest (10 nearest documents to a
+# random point) and get_intersecting (documents in a random 50 km circle) on a table of
+# KEYS documents with random points uniform over the sphere and a geospatial index.
+# Latency on one connection without pipelining, then throughput and server CPU per query
+# with 4 connections, next to a point `get` on the same table as the peer.
+# Starts a one-core rdb pinned to CPU 0, drives it from CPU 1 with rdb-bench, and prints
+# medians of RUNS runs. Usage: benches/geo.sh [RUNS] [SECONDS] [KEYS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-3}
+SECS=${2:-5}
+KEYS=${3:-1000000}
+. benches/start_rdb.sh
+bench() { taskset -c 1 target/release/rdb-bench --port "$port" --server-pid "$pid" --json "$@"; }
+
+bench --setup --geo --table geo --workload load --keys "$KEYS" --batch 1000 \
+  --connections 2 --pipeline 2 >"$dir/load.json"
+
+summarize() { # name, then JSON lines on stdin
+  python3 -c '
+import json, statistics, sys
+name = sys.argv[1]
+rs = [json.loads(l) for l in sys.stdin if l.strip()]
+med = lambda f: statistics.median(f(r) for r in rs)
+print("%-40s %10.0f %9.0f %9.0f %11.2f" % (name, med(lambda r: r["ops_per_sec"]),
+      med(lambda r: r["latency_us"]["p50"]), med(lambda r: r["latency_us"]["p99"]),
+      med(lambda r: r["server_cpu_us_per_op"])))' "$1"
+}
+printf "%-40s %10s %9s %9s %11s\n" workload "ops/s" "p50 us" "p99 us" "cpu us/op"
+summarize "load with geo index (per 1000 docs)" <"$dir/load.json"
+run() { # name, rdb-bench args...
+  local name=$1; shift
+  for _ in $(seq "$RUNS"); do bench --table geo --geo --keys "$KEYS" --duration "$SECS" "$@"; done \
+    | summarize "$name"
+}
+run "get (peer), 1x1" --workload get --connections 1 --pipeline 1
+run "get_nearest(10), 1x1" --workload get-nearest --connections 1 --pipeline 1
+run "get_intersecting(50 km circle), 1x1" --workload get-intersecting --connections 1 --pipeline 1
+run "get (peer), 4x8" --workload get --connections 4 --pipeline 8 | tee "$dir/get.txt"
+run "get_nearest(10), 4x8" --workload get-nearest --connections 4 --pipeline 8 | tee "$dir/near.txt"
+run "get_intersecting(50 km circle), 4x8" --workload get-intersecting --connections 4 --pipeline 8 \
+  | tee "$dir/inter.txt"
+python3 - "$dir" <<'PY'
+import sys
+d = sys.argv[1]
+cpu = {k: float(open(f"{d}/{k}.txt").read().split()[-1]) for k in ("get", "near", "inter")}
+print("server CPU per query vs a point get: get_nearest %.1fx, get_intersecting %.1fx"
+      % (cpu["near"] / cpu["get"], cpu["inter"] / cpu["get"]))
+PY
