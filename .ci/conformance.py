@@ -3,7 +3,7 @@
 
 Usage: conformance.py RDB_BINARY [--update]
 
-Starts `RDB_BINARY` on a scratch directory and a free loopback port, runs
+Starts `RDB_BINARY` (with r.js enabled) on a scratch directory and a free loopback port, runs
 ../shared/rqltest/run.py over the whole suite, and compares each file's pass count
 with .ci/conformance-ratchet.json: any file below its recorded count fails the run.
 With --update, raises the recorded counts to the new ones (never lowers them).
@@ -58,7 +58,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="rdb-conformance-") as tmp:
         log = open(os.path.join(tmp, "rdb.log"), "w")
         proc = subprocess.Popen(
-            [binary, "--directory", os.path.join(tmp, "data"), "--driver-port", str(port)],
+            # r.js is on: the suite has r.js tests (the server is a scratch one).
+            [binary, "--directory", os.path.join(tmp, "data"), "--driver-port", str(port),
+             "--enable-js"],
             stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_for_port(port, proc)

@@ -55,6 +55,20 @@ pub struct ServeArgs {
     /// Memtable size that triggers a flush to an SSTable, in MiB.
     #[arg(long)]
     pub memtable_mb: Option<u64>,
+    /// Allow `r.js` (JavaScript in sandboxed QuickJS runtimes); off by default, as
+    /// scripts are arbitrary code.
+    #[arg(long)]
+    pub enable_js: bool,
+    /// Heap limit of each JavaScript runtime, in MiB.
+    #[arg(long)]
+    pub js_memory_mb: Option<u64>,
+    /// Allow `r.http` (requests from the server); off by default.
+    #[arg(long)]
+    pub enable_http: bool,
+    /// Let `r.http` reach loopback, private, link-local and cloud metadata addresses
+    /// (refused by default, against server-side request forgery).
+    #[arg(long)]
+    pub http_allow_private: bool,
 }
 
 /// The resolved options the server runs with.
@@ -69,6 +83,10 @@ pub struct Config {
     pub server_name: String,
     pub wal_segment_mb: u64,
     pub memtable_mb: u64,
+    pub enable_js: bool,
+    pub js_memory_mb: u64,
+    pub enable_http: bool,
+    pub http_allow_private: bool,
 }
 
 pub const DRIVER_PORT_DEFAULT: u16 = 28015;
@@ -128,6 +146,13 @@ impl Config {
                 "--memtable-mb",
                 args.memtable_mb.or(file.memtable_mb).unwrap_or(32),
             )?,
+            enable_js: args.enable_js || file.enable_js,
+            js_memory_mb: check_mb(
+                "--js-memory-mb",
+                args.js_memory_mb.or(file.js_memory_mb).unwrap_or(64),
+            )?,
+            enable_http: args.enable_http || file.enable_http,
+            http_allow_private: args.http_allow_private || file.http_allow_private,
         })
     }
 
@@ -188,6 +213,10 @@ pub fn parse_text(text: &str) -> Result<ServeArgs, String> {
             "server-name" => a.server_name = Some(v),
             "wal-segment-mb" => a.wal_segment_mb = Some(v.parse().map_err(|_| bad("size in MiB"))?),
             "memtable-mb" => a.memtable_mb = Some(v.parse().map_err(|_| bad("size in MiB"))?),
+            "enable-js" => a.enable_js = v.parse().map_err(|_| bad("boolean"))?,
+            "js-memory-mb" => a.js_memory_mb = Some(v.parse().map_err(|_| bad("size in MiB"))?),
+            "enable-http" => a.enable_http = v.parse().map_err(|_| bad("boolean"))?,
+            "http-allow-private" => a.http_allow_private = v.parse().map_err(|_| bad("boolean"))?,
             other => return Err(format!("line {}: unknown option `{other}`", n + 1)),
         }
     }

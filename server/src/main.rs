@@ -108,6 +108,18 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
         cfg.memtable_mb,
     );
 
+    if cfg.enable_js {
+        rdb_query::eval::js::enable(&rdb_query::eval::js::JsConfig {
+            workers: 2,
+            memory_bytes_max: (cfg.js_memory_mb << 20) as usize,
+        })
+        .map_err(|e| format!("cannot start the JavaScript workers: {e}"))?;
+        tracing::warn!(
+            "r.js is enabled: queries can run JavaScript (sandboxed, {} MiB each)",
+            cfg.js_memory_mb
+        );
+    }
+
     // Bind once up front so a busy port is reported clearly before any core starts.
     for a in &addrs {
         probe_listen(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;

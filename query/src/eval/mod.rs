@@ -11,6 +11,7 @@ pub mod feed;
 pub(crate) mod geo;
 mod hook;
 pub mod index;
+pub mod js;
 mod object;
 mod pretty;
 mod seq;
@@ -149,6 +150,8 @@ pub struct Func {
     pub params: Vec<i64>,
     pub body: Rc<Term>,
     pub env: Env,
+    /// Set for a function `r.js` returned: calls run that JavaScript instead of `body`.
+    pub js: Option<Rc<js::JsFunc>>,
 }
 
 impl Func {
@@ -215,6 +218,9 @@ pub fn call_func(ctx: &Rc<Ctx>, f: &Func, args: &[Datum]) -> Result<Val> {
 
 /// Calls a function; `literal_ok` lets its body build `r.literal` values (merge).
 pub fn call_func_with(ctx: &Rc<Ctx>, f: &Func, args: &[Datum], literal_ok: bool) -> Result<Val> {
+    if let Some(js) = &f.js {
+        return js::call(ctx, js, args);
+    }
     if !f.params.is_empty() && f.params.len() != args.len() {
         return Err(logic(format!(
             "Expected function with {} argument{} but found function with {} argument{}.",
@@ -574,6 +580,7 @@ pub fn eval(ctx: &Rc<Ctx>, env: &Env, t: &Rc<Term>) -> Result<Val> {
             params: func_params(op)?,
             body: op.args[1].clone(),
             env: env.clone(),
+            js: None,
         }))),
         tt::MAKE_OBJ => {
             let mut m = Object::new();
@@ -682,6 +689,7 @@ pub fn eval(ctx: &Rc<Ctx>, env: &Env, t: &Rc<Term>) -> Result<Val> {
                     params: Vec::new(),
                     body: op.args[1].clone(),
                     env: env.with_literal_ok(op.ty == tt::UPDATE),
+                    js: None,
                 }));
                 let optargs = Optargs {
                     ctx,

@@ -408,6 +408,9 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
         tt::RANGE => range(ctx, &args),
         tt::MAP => {
             let last = args.len() - 1;
+            if let Val::Datum(_) = &args[last] {
+                return Err(logic("Expected type FUNCTION but found DATUM:"));
+            }
             let f = callable(&mut args, last);
             if let Some(n) = f.arity() {
                 if n != 0 && n != args.len() - 1 {

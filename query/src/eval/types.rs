@@ -75,7 +75,9 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &[Val], opt: &Optargs) -> Result<Opti
             ))
         }
         tt::JAVASCRIPT => {
-            return Err(logic("`r.js` is not supported by this server yet (it is off by default)."))
+            let source = d(0)?;
+            let timeout = super::js::timeout_arg(opt.datum("timeout")?)?;
+            return super::js::eval(super::string(&source)?, timeout).map(Some);
         }
         tt::HTTP => {
             return Err(logic("`r.http` is not supported by this server yet (it is off by default)."))
