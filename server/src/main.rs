@@ -120,6 +120,22 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
         );
     }
 
+    if cfg.enable_http {
+        rdb_query::eval::http::enable(&rdb_query::eval::http::HttpConfig {
+            workers: 4,
+            allow_private: cfg.http_allow_private,
+        })
+        .map_err(|e| format!("cannot start the HTTP workers: {e}"))?;
+        tracing::warn!(
+            "r.http is enabled{}",
+            if cfg.http_allow_private {
+                " (private addresses allowed)"
+            } else {
+                ""
+            }
+        );
+    }
+
     // Bind once up front so a busy port is reported clearly before any core starts.
     for a in &addrs {
         probe_listen(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;

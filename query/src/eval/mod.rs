@@ -10,6 +10,7 @@ mod control;
 pub mod feed;
 pub(crate) mod geo;
 mod hook;
+pub mod http;
 pub mod index;
 pub mod js;
 mod object;

@@ -79,9 +79,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &[Val], opt: &Optargs) -> Result<Opti
             let timeout = super::js::timeout_arg(opt.datum("timeout")?)?;
             return super::js::eval(super::string(&source)?, timeout).map(Some);
         }
-        tt::HTTP => {
-            return Err(logic("`r.http` is not supported by this server yet (it is off by default)."))
-        }
+        tt::HTTP => return super::http::apply(ctx, args, opt).map(Some),
         _ => return Ok(None),
     };
     Ok(Some(Val::Datum(v)))
