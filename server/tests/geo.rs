@@ -1,7 +1,8 @@
 //! Geospatial indexes through the official Python driver: `get_intersecting` and
 //! `get_nearest` agree with brute force (filter/intersects, distance by document) on
 //! point, polygon and multi indexes, after background builds, after updates, replaces
-//! and deletes, and after SIGKILL and restart.
+//! and deletes, and after SIGKILL and restart; `changes()` on `get_intersecting` follows
+//! only the matching geometries.
 
 mod common;
 
@@ -37,4 +38,6 @@ fn geo_indexes_agree_with_brute_force_through_writes_and_sigkill() {
     let server = common::start_in("geo", &dir, &["--cores", "2"]);
     let out = run(server.port, "check");
     assert!(out.contains("check: ok"), "{out}");
+    let out = run(server.port, "feed");
+    assert!(out.contains("feed: ok"), "{out}");
 }

@@ -142,6 +142,11 @@ enum Filter {
         func: IndexProbe,
         codes: rustc_hash::FxHashSet<Vec<u8>>,
     },
+    /// Documents whose geometry in a geospatial index intersects this one.
+    Geo {
+        func: IndexProbe,
+        query: Datum,
+    },
 }
 
 /// A secondary index's function, to find a document's index values.
@@ -157,6 +162,25 @@ impl IndexProbe {
         let func = super::index::load_function(&ctx, &ix.function)?;
         Ok(IndexProbe { ix, func, ctx })
     }
+    /// Whether one of the document's geometries in the (geospatial) index meets `query`.
+    fn intersects(&self, doc: &Datum, query: &Datum) -> bool {
+        let v = super::call_func(&self.ctx, &self.func, std::slice::from_ref(doc))
+            .and_then(|v| v.into_datum(&self.ctx));
+        let Ok(v) = v else { return false };
+        let items = match v {
+            Datum::Array(items) if self.ix.multi => (*items).clone(),
+            v => vec![v],
+        };
+        let Ok(mut q) = super::geo::shape::parse(query) else {
+            return false;
+        };
+        items.iter().any(|g| {
+            super::geo::shape::is_geometry(g)
+                && super::geo::shape::parse(g)
+                    .is_ok_and(|mut g| super::geo::ops::intersects(&mut q, &mut g))
+        })
+    }
+
     /// The document's encoded index values (none when the function fails on it).
     fn codes(&self, doc: &Datum) -> Vec<Vec<u8>> {
         let v = super::call_func(&self.ctx, &self.func, std::slice::from_ref(doc))
@@ -185,6 +209,7 @@ impl Filter {
             Filter::KeySet(keys) => keys.contains(key),
             Filter::Index { func, lo, hi } => func.codes(doc).iter().any(|c| in_range(c, lo, hi)),
             Filter::IndexSet { func, codes } => func.codes(doc).iter().any(|c| codes.contains(c)),
+            Filter::Geo { func, query } => func.intersects(doc, query),
         }
     }
 }
@@ -274,6 +299,7 @@ pub struct ChangeSpec {
     table: Rc<TableRef>,
     slice: Option<Slice>,
     get_all: Option<Rc<super::table::GetAllSpec>>,
+    geo: Option<Rc<super::geo::read::GeoSpec>>,
     limit: Option<usize>,
     transforms: Vec<Rc<Transform>>,
     /// A transformation is not deterministic: its changes cannot be followed.
@@ -295,6 +321,7 @@ impl ChangeSpec {
                 table: t.clone(),
                 slice: None,
                 get_all: None,
+                geo: None,
                 limit: None,
                 transforms: Vec::new(),
                 nondeterministic: false,
@@ -307,10 +334,20 @@ impl ChangeSpec {
                 if sel.table.system.is_some() {
                     return None;
                 }
+                // A selection this cannot describe (none so far) must not follow the
+                // whole table.
+                if sel.kind == "SELECTION<STREAM>"
+                    && sel.slice.is_none()
+                    && sel.get_all.is_none()
+                    && sel.geo.is_none()
+                {
+                    return None;
+                }
                 Some(ChangeSpec {
                     table: sel.table.clone(),
                     slice: sel.slice.as_ref().map(|x| (**x).clone()),
                     get_all: sel.get_all.clone(),
+                    geo: sel.geo.clone(),
                     limit: sel.limit,
                     transforms: Vec::new(),
                     nondeterministic: false,
@@ -510,9 +547,13 @@ pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
                 };
                 return top_feed(ctx, t, slice, n, &o, transforms);
             }
-            let filter = match (&spec.slice, &spec.get_all) {
-                (Some(slice), _) => slice_filter(&t, slice)?,
-                (_, Some(ga)) => get_all_filter(&t, ga)?,
+            let filter = match (&spec.slice, &spec.get_all, &spec.geo) {
+                (Some(slice), _, _) => slice_filter(&t, slice)?,
+                (_, Some(ga), _) => get_all_filter(&t, ga)?,
+                (_, _, Some(g)) => Filter::Geo {
+                    func: IndexProbe::new(g.index.clone())?,
+                    query: g.query.clone(),
+                },
                 _ => Filter::All,
             };
             // The initial values are the stream itself (already transformed).

@@ -43,6 +43,8 @@ pub struct Selection {
     pub get_all: Option<Rc<super::table::GetAllSpec>>,
     /// Set by `limit` on a slice: its first this many documents.
     pub limit: Option<usize>,
+    /// For `get_intersecting` results: the index and the query geometry.
+    pub geo: Option<Rc<super::geo::read::GeoSpec>>,
 }
 
 impl Selection {
@@ -53,6 +55,7 @@ impl Selection {
             slice: None,
             get_all: None,
             limit: None,
+            geo: None,
         }
     }
 }

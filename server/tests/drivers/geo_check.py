@@ -1,12 +1,13 @@
 """Geospatial indexes through the official Python driver, checked against brute force.
 
-usage: geo_check.py PORT setup|mutate|check
+usage: geo_check.py PORT setup|mutate|check|feed
 
 setup   creates test.geo with a point index, a multi index and a polygon index and
         fills it with random points, polygons and point lists;
 mutate  moves, replaces and deletes documents (the index must follow);
 check   compares get_intersecting and get_nearest with filter(intersects) and with
-        distances computed document by document.
+        distances computed document by document;
+feed    checks that a changefeed on get_intersecting follows only matching geometries.
 """
 
 import random
@@ -106,7 +107,22 @@ def check(c):
     print("check: ok (%d queries)" % queries)
 
 
+def feed(c):
+    """`get_intersecting(...).changes()` follows only the geometries meeting the query."""
+    t = r.db("test").table("geo")
+    area = r.circle([0, 45], 50000)
+    f = t.get_intersecting(area, index="loc").changes().run(c)
+    t.insert({"id": 10000, "loc": r.point(100, -45), "area": rand_polygon(random.Random(1)), "stops": []}).run(c)
+    t.insert({"id": 10001, "loc": r.point(0.1, 45), "area": rand_polygon(random.Random(2)), "stops": []}).run(c)
+    t.get(10001).update({"loc": r.point(100, 45)}).run(c)
+    first = next(f)
+    second = next(f)
+    assert first["new_val"]["id"] == 10001 and first["old_val"] is None, first
+    assert second["new_val"] is None and second["old_val"]["id"] == 10001, second
+    print("feed: ok")
+
+
 if __name__ == "__main__":
     port, what = sys.argv[1], sys.argv[2]
     c = conn(port)
-    {"setup": setup, "mutate": mutate, "check": check}[what](c)
+    {"setup": setup, "mutate": mutate, "check": check, "feed": feed}[what](c)

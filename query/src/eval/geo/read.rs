@@ -17,6 +17,12 @@ use std::collections::HashSet;
 use std::ops::Bound;
 use std::rc::Rc;
 
+/// What a `get_intersecting` selection follows in `changes()`.
+pub struct GeoSpec {
+    pub index: IndexInfo,
+    pub query: Datum,
+}
+
 /// Bytes of an encoded cell value at the start of each entry's sort key.
 fn cell_code_bytes() -> usize {
     crate::keycode::encode(&cell_value(CellId(0))).len()
@@ -131,7 +137,13 @@ pub fn get_intersecting(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Resul
         }
     }
     let mut s = Stream::from_vec(docs);
-    s.sel = Some(Selection::new(t, "SELECTION<STREAM>"));
+    s.sel = Some(Selection {
+        geo: Some(Rc::new(GeoSpec {
+            index: ix,
+            query: g,
+        })),
+        ..Selection::new(t, "SELECTION<STREAM>")
+    });
     Ok(Val::Stream(s))
 }
 
