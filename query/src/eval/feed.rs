@@ -525,8 +525,13 @@ pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
                 unreachable!("matched a stream")
             };
             let Some(spec) = spec else {
+                // Streams computed in memory (ranges, arrays, folds...) have no source
+                // to follow.
+                if s.sel.is_none() {
+                    return Err(logic("Cannot call `changes` on an eager stream."));
+                }
                 return Err(logic(
-                    ".changes() is supported on tables, table slices, get_all, single documents and their transformations by this server so far.",
+                    ".changes() is supported on tables, table slices, get_all, get_intersecting, single documents and their transformations by this server so far.",
                 ));
             };
             if spec.nondeterministic {

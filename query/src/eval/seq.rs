@@ -988,7 +988,12 @@ fn fold(ctx: &Rc<Ctx>, mut args: Vec<Val>, opt: &Optargs) -> Result<Val> {
                 Some(row) => {
                     let old = acc.take().unwrap_or(Datum::Null);
                     let new = f.call_datum(&ctx2, &[old.clone(), row.clone()])?;
-                    let out = emit.call_datum(&ctx2, &[old, row, new.clone()])?;
+                    let out = match emit.call(&ctx2, &[old, row, new.clone()])? {
+                        Val::Stream(_) => {
+                            return Err(logic("Expected type DATUM but found SEQUENCE:"))
+                        }
+                        v => v.into_datum(&ctx2)?,
+                    };
                     acc = Some(new);
                     Ok(Some(super::array(&out)?.to_vec()))
                 }

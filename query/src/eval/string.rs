@@ -72,6 +72,13 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &[Val]) -> Result<Option<Val>> {
 
 fn regex_match(s: &str, pattern: &str) -> Result<Datum> {
     let re = regex::Regex::new(pattern).map_err(|e| {
+        // RE2 (RethinkDB's engine) rejects a backreference as an invalid escape and
+        // names just that escape.
+        if let Some(esc) = backreference(pattern) {
+            return logic(format!(
+                "Error in regexp `{pattern}` (portion `{esc}`): invalid escape sequence: {esc}"
+            ));
+        }
         logic(format!(
             "Error in regexp `{pattern}` (portion `{pattern}`): {}",
             regex_err(&e)
@@ -100,6 +107,21 @@ fn regex_match(s: &str, pattern: &str) -> Result<Datum> {
         .collect();
     out.insert("groups".into(), Datum::array(groups));
     Ok(Datum::object(out))
+}
+
+/// The first backreference escape (`\1`..`\9`) in a pattern, if any.
+fn backreference(pattern: &str) -> Option<String> {
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some(d @ '1'..='9') => return Some(format!("\\{d}")),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    }
+    None
 }
 
 fn regex_err(e: &regex::Error) -> String {

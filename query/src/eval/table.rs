@@ -495,7 +495,14 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
             }
             Val::Datum(Datum::Num(n as f64))
         }
-        tt::FILTER | tt::LIMIT | tt::SKIP | tt::SLICE | tt::NTH | tt::BRACKET | tt::SAMPLE
+        tt::FILTER
+        | tt::LIMIT
+        | tt::SKIP
+        | tt::SLICE
+        | tt::NTH
+        | tt::BRACKET
+        | tt::SAMPLE
+        | tt::HAS_FIELDS
             if selection_of(&args[0]).is_some() =>
         {
             let t = selection_of(&args[0]).expect("checked");
@@ -608,17 +615,63 @@ pub fn order_by(
     }
     slice.index = super::index::resolve(&t.info, name)?;
     slice.desc = Some(desc);
+    let ix = slice.index.clone();
     let s = slice_stream(&t, slice, "TABLE_SLICE");
     if keys.is_empty() {
         return Ok(Val::Stream(s));
     }
+    // The index orders first; the other keys order documents with equal index values
+    // (each run of them, as the index delivers them).
     let rows = s.collect_all(ctx)?;
-    let sorted = super::seq::order_by(ctx, Val::Datum(Datum::array(rows)), keys)?;
-    match sorted {
-        Val::Datum(Datum::Array(a)) => Ok(as_array_selection(t, a.to_vec())),
-        other => Ok(other),
+    let index_value: Box<IndexValueFn> = match &ix {
+        None => {
+            let pk = t.info.primary_key.clone();
+            Box::new(move |d: &Datum| d.get_field(&pk).cloned())
+        }
+        Some(ix) => {
+            let f = super::index::load_function(ctx, &ix.function)?;
+            let ctx2 = ctx.clone();
+            Box::new(move |d: &Datum| {
+                super::call_func(&ctx2, &f, std::slice::from_ref(d))
+                    .and_then(|v| v.into_datum(&ctx2))
+                    .ok()
+            })
+        }
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    let mut run: Vec<Datum> = Vec::new();
+    let mut run_value: Option<Datum> = None;
+    let keys: Vec<(bool, Val)> = keys;
+    let flush = |run: &mut Vec<Datum>, out: &mut Vec<Datum>| -> Result<()> {
+        if run.len() <= 1 {
+            out.append(run);
+            return Ok(());
+        }
+        let ks: Vec<(bool, Val)> = keys.iter().map(|(d, v)| (*d, v.share())).collect();
+        match super::seq::order_by(ctx, Val::Datum(Datum::array(std::mem::take(run))), ks)? {
+            Val::Datum(Datum::Array(a)) => out.extend(a.iter().cloned()),
+            other => {
+                if let Datum::Array(a) = other.into_datum(ctx)? {
+                    out.extend(a.iter().cloned());
+                }
+            }
+        }
+        Ok(())
+    };
+    for row in rows {
+        let v = index_value(&row);
+        if v != run_value {
+            flush(&mut run, &mut out)?;
+            run_value = v;
+        }
+        run.push(row);
     }
+    flush(&mut run, &mut out)?;
+    Ok(as_array_selection(t, out))
 }
+
+/// A document's value in an index (`None` when the index leaves it out).
+type IndexValueFn = dyn Fn(&Datum) -> Option<Datum>;
 
 fn as_array_selection(t: Rc<TableRef>, rows: Vec<Datum>) -> Val {
     let mut s = Stream::from_vec(rows);
