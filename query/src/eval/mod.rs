@@ -699,7 +699,8 @@ pub fn eval(ctx: &Rc<Ctx>, env: &Env, t: &Rc<Term>) -> Result<Val> {
                 };
                 return apply(ctx, op.ty, vec![sel, f], &optargs);
             }
-            let args = if matches!(op.ty, tt::MERGE | tt::UPDATE) {
+            // merge/update build with literals; filter-by-example matches them whole.
+            let args = if matches!(op.ty, tt::MERGE | tt::UPDATE | tt::FILTER) {
                 let lit = env.with_literal_ok(true);
                 eval_args_with(ctx, &plain, &lit, op)?
             } else {

@@ -433,6 +433,41 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
                 Some(ix) => Val::Stream(index_values(&t, &ix)),
             }
         }
+        tt::DISTINCT if slice_of(&args[0]).is_some() && opt.has("index") => {
+            // A table slice: the distinct values the named index has for its documents.
+            let (t, slice) = slice_of(&args[0]).expect("checked");
+            let ix = index_opt(&t, opt)?;
+            let func = match &ix {
+                None => None,
+                Some(ix) => Some(super::index::load_function(ctx, &ix.function)?),
+            };
+            let mut set = std::collections::BTreeSet::new();
+            let mut s = slice_stream(&t, slice, "TABLE_SLICE");
+            while let Some(d) = s.next_datum()? {
+                let values = match (&func, &ix) {
+                    (None, _) => d
+                        .get_field(&t.info.primary_key)
+                        .cloned()
+                        .into_iter()
+                        .collect(),
+                    (Some(f), Some(ix)) => {
+                        match super::call_func(ctx, f, std::slice::from_ref(&d))
+                            .and_then(|v| v.into_datum(ctx))
+                        {
+                            Ok(Datum::Array(a)) if ix.multi => a.to_vec(),
+                            Ok(v) => vec![v],
+                            Err(_) => Vec::new(),
+                        }
+                    }
+                    _ => Vec::new(),
+                };
+                for v in values {
+                    set.insert(v);
+                }
+                ctx.check_array(set.len())?;
+            }
+            Val::Stream(Stream::from_vec(set.into_iter().collect()))
+        }
         tt::GROUP if matches!(args[0], Val::Table(_)) && opt.has("index") => {
             let t = expect_table(&args[0], 0)?;
             let ix = index_opt(&t, opt)?;
