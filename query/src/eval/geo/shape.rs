@@ -173,6 +173,28 @@ fn polygon(coords: &Datum) -> Result<Polygon> {
     Ok(p)
 }
 
+/// A polygon from rings known to be valid (closed or not), without the checks `parse`
+/// makes: for shapes the server builds itself.
+pub fn polygon_unchecked(shell: &[LonLat], holes: &[Vec<LonLat>]) -> Result<Shape> {
+    let ring = |points: &[LonLat]| -> Result<Loop> {
+        let mut pts = points
+            .iter()
+            .map(|p| to_s2(*p))
+            .collect::<Result<Vec<Point>>>()?;
+        if pts.len() > 1 && pts.first() == pts.last() {
+            pts.pop();
+        }
+        let mut l = Loop::new(pts);
+        l.normalize();
+        Ok(l)
+    };
+    let mut loops = vec![ring(shell)?];
+    for h in holes {
+        loops.push(ring(h)?);
+    }
+    Ok(Shape::Polygon(Box::new(Polygon::from_loops(loops))))
+}
+
 /// Reads a GEOMETRY datum into S2, checking it as RethinkDB does.
 pub fn parse(g: &Datum) -> Result<Shape> {
     let ty = type_name(g)?;
