@@ -13,7 +13,9 @@ use crate::sst::{build_sst, SstIter, SstMeta, SstReader, SstScan};
 use rdb_io::fs::{install_file, Fs};
 use rdb_wal::{Durability, Wal, WalOptions};
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+/// SST readers by file number (small integers: no DoS-resistant hash needed).
+type Readers<F> = rustc_hash::FxHashMap<u64, Rc<SstReader<F>>>;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -90,12 +92,7 @@ impl Drop for Snapshot {
 }
 
 /// What a read works on: its sequence number, the memtables newest first, the files.
-type ReadView<F> = (
-    Seq,
-    Vec<Rc<RefCell<Memtable>>>,
-    Rc<Version>,
-    Rc<HashMap<u64, Rc<SstReader<F>>>>,
-);
+type ReadView<F> = (Seq, Vec<Rc<RefCell<Memtable>>>, Rc<Version>, Rc<Readers<F>>);
 
 struct State<F: Fs> {
     mem: Rc<RefCell<Memtable>>,
@@ -103,7 +100,7 @@ struct State<F: Fs> {
     imm: Vec<Rc<RefCell<Memtable>>>,
     version: Rc<Version>,
     /// Shared with in-flight reads (copied on change), so a read takes no allocation.
-    readers: Rc<HashMap<u64, Rc<SstReader<F>>>>,
+    readers: Rc<Readers<F>>,
     next_seq: Seq,
     visible_seq: Seq,
     failed: Option<String>,
@@ -129,7 +126,7 @@ impl<F: Fs> Shard<F> {
         fs.create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let version = manifest::load(&fs, dir).await?.unwrap_or_default();
         let cache = Rc::new(BlockCache::new(opts.block_cache_bytes));
-        let mut readers = HashMap::new();
+        let mut readers = Readers::default();
         for f in version.all_files() {
             let path = dir.join(sst_name(f.file_no));
             let r = SstReader::open(&fs, &path, f.file_no, cache.clone()).await?;
