@@ -13,6 +13,10 @@
 //! Because encodings are prefix-free and order-preserving, keys sort by index value,
 //! then primary key, then tag, except that entries whose values share a cut prefix sort
 //! by primary key among themselves; readers restore the order from the whole values.
+//!
+//! A geospatial index has one entry per S2 cell covering the document's geometry; its
+//! value is the cell id as a string of 16 lowercase hex digits, so entries sort by cell
+//! id (`eval::geo::cover`).
 
 use crate::datum::Datum;
 use crate::error::{internal, logic, Result};
