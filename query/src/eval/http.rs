@@ -701,11 +701,18 @@ fn describe_transport(t: &ureq::Transport) -> String {
     s
 }
 
+/// The whole body, or an error past `BODY_BYTES_MAX` (never a silently cut body).
 fn read_body(resp: ureq::Response) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     resp.into_reader()
-        .take(BODY_BYTES_MAX)
+        .take(BODY_BYTES_MAX + 1)
         .read_to_end(&mut out)?;
+    if out.len() as u64 > BODY_BYTES_MAX {
+        return Err(std::io::Error::other(format!(
+            "the response body is larger than {} MiB",
+            BODY_BYTES_MAX >> 20
+        )));
+    }
     Ok(out)
 }
 
@@ -751,7 +758,7 @@ fn reply(req: &Request, resp: ureq::Response) -> std::result::Result<Reply, Fail
     let content_type = resp.content_type().to_ascii_lowercase();
     let head = req.method == "HEAD";
     let bytes = read_body(resp).map_err(|e| Failure {
-        reason: format!("error when receiving data ({e})"),
+        reason: format!("error when receiving data: {e}"),
         body: None,
     })?;
     if head {

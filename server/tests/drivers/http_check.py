@@ -66,6 +66,8 @@ class Handler(BaseHTTPRequestHandler):
         if u.path == "/slow":
             time.sleep(2)
             return self.send(200, "{}")
+        if u.path == "/huge":
+            return self.send(200, b"a" * ((64 << 20) + 1), "text/plain")
         if u.path == "/redirect":
             return self.send(302, "", "text/plain", [("Location", "/echo")])
         if u.path == "/flaky":
@@ -121,6 +123,8 @@ def allowed(port):
                  "failed to parse JSON response")
     expect_error(r.http(base + "/slow", timeout=0.5), c, ReqlNonExistenceError,
                  "timed out after 0.500 seconds")
+    # A body over the limit is an error, never silently cut.
+    expect_error(r.http(base + "/huge"), c, ReqlNonExistenceError, "larger than 64 MiB")
     assert r.http(base + "/redirect").run(c)["path"] == "/echo"
     expect_error(r.http(base + "/redirect", redirects=0), c, ReqlNonExistenceError, "status code 302")
     assert r.http(base + "/flaky", attempts=5).run(c) == "finally"
