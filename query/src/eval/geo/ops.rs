@@ -192,3 +192,56 @@ pub fn includes(poly: &mut Polygon, g: &Shape) -> bool {
         Shape::Polygon(other) => poly.contains_polygon(other),
     }
 }
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use crate::eval::geo::shape::{self, LonLat};
+    use proptest::prelude::*;
+
+    fn lon_lat() -> impl Strategy<Value = LonLat> {
+        prop_oneof![
+            // Anywhere, including the poles and the antimeridian.
+            (-180.0f64..=180.0, -90.0f64..=90.0).prop_map(|(lon, lat)| LonLat { lon, lat }),
+            // Small integer grids, where duplicate and collinear vertices are common.
+            (-3i32..=3, -3i32..=3).prop_map(|(lon, lat)| LonLat {
+                lon: f64::from(lon),
+                lat: f64::from(lat)
+            }),
+        ]
+    }
+
+    fn geometry() -> impl Strategy<Value = Datum> {
+        prop_oneof![
+            lon_lat().prop_map(shape::point_datum),
+            proptest::collection::vec(lon_lat(), 2..6).prop_map(|v| shape::line_datum(&v)),
+            proptest::collection::vec(lon_lat(), 3..8).prop_map(|v| shape::polygon_datum(&v, &[])),
+            (
+                proptest::collection::vec(lon_lat(), 3..6),
+                proptest::collection::vec(lon_lat(), 3..6)
+            )
+                .prop_map(|(s, h)| shape::polygon_datum(&s, &[h])),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// User geometries of any shape are accepted or refused with an error, and every
+        /// operation on the accepted ones returns: nothing panics.
+        #[test]
+        fn operations_on_arbitrary_geometries_never_panic(a in geometry(), b in geometry(), p in lon_lat()) {
+            let (Ok(mut sa), Ok(mut sb)) = (shape::parse(&a), shape::parse(&b)) else {
+                return Ok(());
+            };
+            let _ = intersects(&mut sa, &mut sb);
+            if let Shape::Polygon(poly) = &mut sa {
+                let _ = includes(poly, &sb);
+            }
+            let point = shape::to_s2(p).unwrap();
+            let d = distance(point, &sb, &WGS84);
+            prop_assert!(d.is_finite() && d >= 0.0);
+            let _ = crate::eval::geo::cover::covering(&sa);
+        }
+    }
+}
