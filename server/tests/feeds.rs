@@ -19,23 +19,10 @@ fn script() -> String {
 }
 
 fn run(port: u16, args: &[&str]) -> String {
-    let out = common::output_within(
-        Command::new("python3")
-            .arg(script())
-            .arg(port.to_string())
-            .args(args),
-        300,
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "feed_resume.py {args:?} failed: {text}"
-    );
-    text
+    let port = port.to_string();
+    let mut all = vec![port.as_str()];
+    all.extend_from_slice(args);
+    common::run_python("feed_resume.py", &all, 300)
 }
 
 #[test]

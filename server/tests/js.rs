@@ -5,24 +5,8 @@
 
 mod common;
 
-use std::process::Command;
-
 fn run(port: u16, what: &str) -> String {
-    let script = common::tests_dir().join("drivers/js_check.py");
-    let out = common::output_within(
-        Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .arg(what),
-        120,
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "js_check.py {what} failed: {text}");
-    text
+    common::run_python("js_check.py", &[&port.to_string(), what], 120)
 }
 
 #[test]

@@ -144,3 +144,22 @@ pub fn output_within(cmd: &mut Command, secs: u64) -> std::process::Output {
 pub fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests")
 }
+
+/// Runs `drivers/<script>` with `python3` and the arguments, within `secs`; fails the
+/// test (with the script's output) unless it exits 0, and returns its stdout and stderr.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn run_python(script: &str, args: &[&str], secs: u64) -> String {
+    let out = output_within(
+        Command::new("python3")
+            .arg(tests_dir().join("drivers").join(script))
+            .args(args),
+        secs,
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script} {args:?} failed: {text}");
+    text
+}
