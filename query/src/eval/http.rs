@@ -6,6 +6,7 @@
 //! services live there), multicast or otherwise reserved, unless the server allows
 //! private addresses: a query must not reach what only the server can reach.
 
+use super::workers::{Stopped, Workers};
 use super::{arg_datum, boolean, int, num, object, string, Callable, Ctx, Optargs, Val};
 use crate::datum::{Datum, Object};
 use crate::error::{logic, non_existence, Result};
@@ -28,30 +29,25 @@ const BODY_BYTES_MAX: u64 = 64 << 20;
 /// `timeout` is capped at 30 days, as RethinkDB does.
 const TIMEOUT_SECS_MAX: f64 = 2_592_000.0;
 
-struct Pool {
-    jobs: flume::Sender<Job>,
-}
-
-static POOL: OnceLock<Pool> = OnceLock::new();
+static POOL: OnceLock<Workers<Job>> = OnceLock::new();
 
 pub fn enable(cfg: &HttpConfig) -> std::io::Result<()> {
     if POOL.get().is_some() {
         return Ok(());
     }
-    let (tx, rx) = flume::unbounded::<Job>();
-    for i in 0..cfg.workers.max(1) {
-        let rx = rx.clone();
-        let allow_private = cfg.allow_private;
-        std::thread::Builder::new()
-            .name(format!("rdb-http-{i}"))
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    let out = perform(&job.req, allow_private);
-                    let _ = job.reply.send(out);
-                }
-            })?;
-    }
-    let _ = POOL.set(Pool { jobs: tx });
+    let allow_private = cfg.allow_private;
+    let pool = Workers::start(
+        "rdb-http",
+        cfg.workers,
+        None,
+        move |rx: flume::Receiver<Job>| {
+            while let Ok(job) = rx.recv() {
+                let out = perform(&job.req, allow_private);
+                let _ = job.reply.send(out);
+            }
+        },
+    )?;
+    let _ = POOL.set(pool);
     Ok(())
 }
 
@@ -248,16 +244,16 @@ fn next_page(
     }
 }
 
-fn run(pool: &Pool, req: &Request) -> Result<Reply> {
-    let (tx, rx) = flume::bounded(1);
-    pool.jobs
-        .send(Job {
+fn run(pool: &Workers<Job>, req: &Request) -> Result<Reply> {
+    let out = pool
+        .ask(|reply| Job {
             req: req.clone(),
-            reply: tx,
+            reply,
         })
-        .map_err(|_| logic("The HTTP workers have stopped."))?;
-    let out = rdb_io::fiber::block_on(async move { rx.recv_async().await })
-        .map_err(|_| logic("An HTTP worker stopped during a request."))?;
+        .map_err(|s| match s {
+            Stopped::Gone => logic("The HTTP workers have stopped."),
+            Stopped::Dropped => logic("An HTTP worker stopped during a request."),
+        })?;
     out.map_err(|f| {
         let mut msg = format!(
             "Error in HTTP {} of `{}`: {}.",

@@ -10,6 +10,7 @@
 //! A script that evaluates to a function gives a ReQL function; calling it sends the
 //! source and the arguments to any worker, which keeps compiled functions by source.
 
+use super::workers::{Stopped, Workers};
 use super::{Ctx, Env, Func, Val};
 use crate::datum::{Datum, Object, REQL_TYPE};
 use crate::error::{logic, Result};
@@ -43,27 +44,18 @@ const THREAD_STACK_BYTES: usize = 8 << 20;
 /// Nesting of arrays and objects converted between JavaScript and ReQL.
 const DEPTH_MAX: usize = 100;
 
-struct Pool {
-    jobs: flume::Sender<Job>,
-}
-
-static POOL: OnceLock<Pool> = OnceLock::new();
+static POOL: OnceLock<Workers<Job>> = OnceLock::new();
 
 /// Starts the workers; `r.js` is refused until this is called.
 pub fn enable(cfg: &JsConfig) -> std::io::Result<()> {
     if POOL.get().is_some() {
         return Ok(());
     }
-    let (tx, rx) = flume::unbounded::<Job>();
-    for i in 0..cfg.workers.max(1) {
-        let rx = rx.clone();
-        let mem = cfg.memory_bytes_max;
-        std::thread::Builder::new()
-            .name(format!("rdb-js-{i}"))
-            .stack_size(THREAD_STACK_BYTES)
-            .spawn(move || worker(rx, mem))?;
-    }
-    let _ = POOL.set(Pool { jobs: tx });
+    let mem = cfg.memory_bytes_max;
+    let pool = Workers::start("rdb-js", cfg.workers, Some(THREAD_STACK_BYTES), move |rx| {
+        worker(rx, mem)
+    })?;
+    let _ = POOL.set(pool);
     Ok(())
 }
 
@@ -116,17 +108,16 @@ fn run(job_source: Arc<str>, task: Task, timeout: Duration) -> Result<Outcome> {
             "`r.js` is disabled on this server (start it with --enable-js to run JavaScript).",
         ));
     };
-    let (tx, rx) = flume::bounded(1);
-    pool.jobs
-        .send(Job {
-            source: job_source,
-            task,
-            timeout,
-            reply: tx,
-        })
-        .map_err(|_| logic("The JavaScript workers have stopped."))?;
-    rdb_io::fiber::block_on(async move { rx.recv_async().await })
-        .map_err(|_| logic("A JavaScript worker stopped while running a script."))
+    pool.ask(|reply| Job {
+        source: job_source,
+        task,
+        timeout,
+        reply,
+    })
+    .map_err(|s| match s {
+        Stopped::Gone => logic("The JavaScript workers have stopped."),
+        Stopped::Dropped => logic("A JavaScript worker stopped while running a script."),
+    })
 }
 
 /// `r.js(source)`: the script's value, or a function when it evaluates to one.
@@ -438,13 +429,7 @@ fn to_js<'js>(ctx: &rquickjs::Ctx<'js>, d: &Datum, depth: usize) -> rquickjs::Re
             // As its JSON form: {"$reql_type$": "BINARY", "data": base64}.
             let obj = rquickjs::Object::new(ctx.clone())?;
             obj.set(REQL_TYPE, "BINARY")?;
-            let b64 = crate::json::to_json_value(&Datum::Binary(b.clone()));
-            let data = b64
-                .get("data")
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_string();
-            obj.set("data", data)?;
+            obj.set("data", crate::json::encode_base64(b))?;
             obj.into_value()
         }
     })

@@ -21,6 +21,7 @@ mod system;
 pub mod table;
 pub(crate) mod time;
 mod types;
+mod workers;
 mod write;
 
 use crate::datum::{Datum, Object};
