@@ -7,12 +7,13 @@
 //! the next change; the session paces it through `FeedControl`: at most one wait per
 //! batch, so a batch ends as soon as nothing more is ready.
 
+use super::index::IndexProbe;
 use super::seq::Stream;
 use super::table::{Slice, TableRef};
 use super::{boolean, Ctx, Optargs, Val};
 use crate::datum::{Datum, Object};
 use crate::error::{logic, ErrorKind, ReqlError, Result};
-use crate::store::index::{secondary_code, IndexInfo};
+use crate::store::index::secondary_code;
 use crate::store::{decode_doc, FeedInbox, FeedMsg, Store};
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -142,58 +143,12 @@ enum Filter {
         func: IndexProbe,
         codes: rustc_hash::FxHashSet<Vec<u8>>,
     },
-    /// Documents whose geometry in a geospatial index intersects this one.
+    /// Documents whose geometry in a geospatial index intersects this one (read into
+    /// S2 once, not per change).
     Geo {
         func: IndexProbe,
-        query: Datum,
+        query: std::cell::RefCell<super::geo::shape::Shape>,
     },
-}
-
-/// A secondary index's function, to find a document's index values.
-struct IndexProbe {
-    ix: IndexInfo,
-    func: Rc<super::Func>,
-    ctx: Rc<Ctx>,
-}
-
-impl IndexProbe {
-    fn new(ix: IndexInfo) -> Result<IndexProbe> {
-        let ctx = Ctx::new(std::collections::HashMap::new())?;
-        let func = super::index::load_function(&ctx, &ix.function)?;
-        Ok(IndexProbe { ix, func, ctx })
-    }
-    /// Whether one of the document's geometries in the (geospatial) index meets `query`.
-    fn intersects(&self, doc: &Datum, query: &Datum) -> bool {
-        let v = super::call_func(&self.ctx, &self.func, std::slice::from_ref(doc))
-            .and_then(|v| v.into_datum(&self.ctx));
-        let Ok(v) = v else { return false };
-        let items = match v {
-            Datum::Array(items) if self.ix.multi => (*items).clone(),
-            v => vec![v],
-        };
-        let Ok(mut q) = super::geo::shape::parse(query) else {
-            return false;
-        };
-        items.iter().any(|g| {
-            super::geo::shape::is_geometry(g)
-                && super::geo::shape::parse(g)
-                    .is_ok_and(|mut g| super::geo::ops::intersects(&mut q, &mut g))
-        })
-    }
-
-    /// The document's encoded index values (none when the function fails on it).
-    fn codes(&self, doc: &Datum) -> Vec<Vec<u8>> {
-        let v = super::call_func(&self.ctx, &self.func, std::slice::from_ref(doc))
-            .and_then(|v| v.into_datum(&self.ctx));
-        let Ok(v) = v else { return Vec::new() };
-        match v {
-            Datum::Array(items) if self.ix.multi => items
-                .iter()
-                .filter_map(|x| secondary_code(x).ok())
-                .collect(),
-            v => secondary_code(&v).into_iter().collect(),
-        }
-    }
 }
 
 fn in_range(code: &[u8], lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
@@ -209,7 +164,12 @@ impl Filter {
             Filter::KeySet(keys) => keys.contains(key),
             Filter::Index { func, lo, hi } => func.codes(doc).iter().any(|c| in_range(c, lo, hi)),
             Filter::IndexSet { func, codes } => func.codes(doc).iter().any(|c| codes.contains(c)),
-            Filter::Geo { func, query } => func.intersects(doc, query),
+            Filter::Geo { func, query } => func.values(doc).iter().any(|g| {
+                super::geo::shape::is_geometry(g)
+                    && super::geo::shape::parse(g).is_ok_and(|mut g| {
+                        super::geo::ops::intersects(&mut query.borrow_mut(), &mut g)
+                    })
+            }),
         }
     }
 }
@@ -557,7 +517,7 @@ pub fn changes(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
                 (_, Some(ga), _) => get_all_filter(&t, ga)?,
                 (_, _, Some(g)) => Filter::Geo {
                     func: IndexProbe::new(g.index.clone())?,
-                    query: g.query.clone(),
+                    query: std::cell::RefCell::new(super::geo::shape::parse(&g.query)?),
                 },
                 _ => Filter::All,
             };
@@ -1046,11 +1006,13 @@ impl Iterator for FeedIter {
                 if !self.advance(&c) {
                     continue;
                 }
-                match self.change(&c.key, c.old.as_deref(), c.new.as_deref()) {
-                    Ok(Some(d)) => return Some(Ok(d)),
-                    Ok(None) => continue,
-                    Err(e) => return Some(Err(e)),
+                if let Some(r) = self
+                    .change(&c.key, c.old.as_deref(), c.new.as_deref())
+                    .transpose()
+                {
+                    return Some(r);
                 }
+                continue;
             }
             let skipped = self.inbox.take_skipped();
             if skipped > 0 {
@@ -1098,10 +1060,11 @@ impl Iterator for FeedIter {
                     if !self.advance(&c) {
                         continue;
                     }
-                    match self.change(&c.key, c.old.as_deref(), c.new.as_deref()) {
-                        Ok(Some(d)) => return Some(Ok(d)),
-                        Ok(None) => continue,
-                        Err(e) => return Some(Err(e)),
+                    if let Some(r) = self
+                        .change(&c.key, c.old.as_deref(), c.new.as_deref())
+                        .transpose()
+                    {
+                        return Some(r);
                     }
                 }
             }

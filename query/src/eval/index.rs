@@ -69,6 +69,47 @@ pub(super) fn load_function(ctx: &Rc<Ctx>, json: &str) -> Result<Rc<Func>> {
     }
 }
 
+/// An index's function with its own evaluation context, to compute the values a
+/// document has in the index (changefeed filters, index-ordered sorts, geo reads).
+pub struct IndexProbe {
+    ix: IndexInfo,
+    func: Rc<Func>,
+    ctx: Rc<Ctx>,
+}
+
+impl IndexProbe {
+    pub fn new(ix: IndexInfo) -> Result<IndexProbe> {
+        let ctx = Ctx::new(HashMap::new())?;
+        let func = load_function(&ctx, &ix.function)?;
+        Ok(IndexProbe { ix, func, ctx })
+    }
+
+    /// The function's result for the document; `None` when it fails on it (the
+    /// document is then not in the index).
+    pub fn value(&self, doc: &Datum) -> Option<Datum> {
+        call_func(&self.ctx, &self.func, std::slice::from_ref(doc))
+            .and_then(|v| v.into_datum(&self.ctx))
+            .ok()
+    }
+
+    /// The values the document is indexed under: each element for a multi index.
+    pub fn values(&self, doc: &Datum) -> Vec<Datum> {
+        match self.value(doc) {
+            None => Vec::new(),
+            Some(Datum::Array(items)) if self.ix.multi => items.to_vec(),
+            Some(v) => vec![v],
+        }
+    }
+
+    /// The document's encoded index values (those that can be keys).
+    pub fn codes(&self, doc: &Datum) -> Vec<Vec<u8>> {
+        self.values(doc)
+            .iter()
+            .filter_map(|x| secondary_code(x).ok())
+            .collect()
+    }
+}
+
 /// The entries a value of index `ix` yields for the document with encoded primary key
 /// `pk`. Values that cannot be keys (objects, null, geometry...) yield none; in a multi
 /// index, each array element on its own.

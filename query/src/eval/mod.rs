@@ -959,6 +959,16 @@ pub fn arg_datum(_ctx: &Ctx, args: &[Val], i: usize) -> Result<Datum> {
 /// `update`/`replace` need to apply it atomically): no randomness, r.js, r.http, table
 /// reads or catalog terms.
 pub fn deterministic(t: &Term) -> bool {
+    deterministic_at(t, false)
+}
+
+/// `deterministic`, and also the same on every server: what index functions and write
+/// hooks need. Geometry terms other than `point` depend on floating-point details.
+pub fn deterministic_everywhere(t: &Term) -> bool {
+    deterministic_at(t, true)
+}
+
+fn deterministic_at(t: &Term, everywhere: bool) -> bool {
     let Term::Op(op) = t else { return true };
     let bad = matches!(
         op.ty,
@@ -985,15 +995,8 @@ pub fn deterministic(t: &Term) -> bool {
             | tt::INDEX_WAIT
             | tt::INDEX_RENAME
     ) || (op.ty == tt::UUID && op.args.is_empty());
-    !bad && op.args.iter().all(|a| deterministic(a))
-        && op.optargs.iter().all(|(_, v)| deterministic(v))
-}
-
-/// `deterministic`, and also the same on every server: what index functions and write
-/// hooks need. Geometry terms other than `point` depend on floating-point details.
-pub fn deterministic_everywhere(t: &Term) -> bool {
-    let Term::Op(op) = t else { return true };
-    let geo = matches!(
+    // Geometry terms other than `point` give the same result only on the same server.
+    let single_server = matches!(
         op.ty,
         tt::GEOJSON
             | tt::LINE
@@ -1007,9 +1010,13 @@ pub fn deterministic_everywhere(t: &Term) -> bool {
             | tt::GET_NEAREST
             | tt::POLYGON_SUB
     );
-    !geo && deterministic(t)
-        && op.args.iter().all(|a| deterministic_everywhere(a))
-        && op.optargs.iter().all(|(_, v)| deterministic_everywhere(v))
+    let refused = bad || (everywhere && single_server);
+    !refused
+        && op.args.iter().all(|a| deterministic_at(a, everywhere))
+        && op
+            .optargs
+            .iter()
+            .all(|(_, v)| deterministic_at(v, everywhere))
 }
 
 pub fn type_err(expected: &str, d: &Datum) -> ReqlError {

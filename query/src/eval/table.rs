@@ -436,30 +436,19 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
         tt::DISTINCT if slice_of(&args[0]).is_some() && opt.has("index") => {
             // A table slice: the distinct values the named index has for its documents.
             let (t, slice) = slice_of(&args[0]).expect("checked");
-            let ix = index_opt(&t, opt)?;
-            let func = match &ix {
-                None => None,
-                Some(ix) => Some(super::index::load_function(ctx, &ix.function)?),
-            };
+            let probe = index_opt(&t, opt)?
+                .map(super::index::IndexProbe::new)
+                .transpose()?;
             let mut set = std::collections::BTreeSet::new();
             let mut s = slice_stream(&t, slice, "TABLE_SLICE");
             while let Some(d) = s.next_datum()? {
-                let values = match (&func, &ix) {
-                    (None, _) => d
+                let values = match &probe {
+                    None => d
                         .get_field(&t.info.primary_key)
                         .cloned()
                         .into_iter()
                         .collect(),
-                    (Some(f), Some(ix)) => {
-                        match super::call_func(ctx, f, std::slice::from_ref(&d))
-                            .and_then(|v| v.into_datum(ctx))
-                        {
-                            Ok(Datum::Array(a)) if ix.multi => a.to_vec(),
-                            Ok(v) => vec![v],
-                            Err(_) => Vec::new(),
-                        }
-                    }
-                    _ => Vec::new(),
+                    Some(p) => p.values(&d),
                 };
                 for v in values {
                     set.insert(v);
@@ -658,25 +647,14 @@ pub fn order_by(
     // The index orders first; the other keys order documents with equal index values
     // (each run of them, as the index delivers them).
     let rows = s.collect_all(ctx)?;
-    let index_value: Box<IndexValueFn> = match &ix {
-        None => {
-            let pk = t.info.primary_key.clone();
-            Box::new(move |d: &Datum| d.get_field(&pk).cloned())
-        }
-        Some(ix) => {
-            let f = super::index::load_function(ctx, &ix.function)?;
-            let ctx2 = ctx.clone();
-            Box::new(move |d: &Datum| {
-                super::call_func(&ctx2, &f, std::slice::from_ref(d))
-                    .and_then(|v| v.into_datum(&ctx2))
-                    .ok()
-            })
-        }
+    let probe = ix.map(super::index::IndexProbe::new).transpose()?;
+    let index_value = |d: &Datum| match &probe {
+        None => d.get_field(&t.info.primary_key).cloned(),
+        Some(p) => p.value(d),
     };
     let mut out = Vec::with_capacity(rows.len());
     let mut run: Vec<Datum> = Vec::new();
     let mut run_value: Option<Datum> = None;
-    let keys: Vec<(bool, Val)> = keys;
     let flush = |run: &mut Vec<Datum>, out: &mut Vec<Datum>| -> Result<()> {
         if run.len() <= 1 {
             out.append(run);
@@ -704,9 +682,6 @@ pub fn order_by(
     flush(&mut run, &mut out)?;
     Ok(as_array_selection(t, out))
 }
-
-/// A document's value in an index (`None` when the index leaves it out).
-type IndexValueFn = dyn Fn(&Datum) -> Option<Datum>;
 
 fn as_array_selection(t: Rc<TableRef>, rows: Vec<Datum>) -> Val {
     let mut s = Stream::from_vec(rows);

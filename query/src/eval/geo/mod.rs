@@ -199,9 +199,5 @@ fn polygon_sub(lhs: Datum, rhs: Datum) -> Result<Datum> {
     }
     let mut rings: Vec<Datum> = super::array(&lhs_coords)?.to_vec();
     rings.extend(super::array(&rhs_coords)?.first().cloned());
-    let mut o = Object::new();
-    o.insert(REQL_TYPE.into(), Datum::str("GEOMETRY"));
-    o.insert("type".into(), Datum::str("Polygon"));
-    o.insert("coordinates".into(), Datum::array(rings));
-    checked(Datum::object(o))
+    checked(shape::geometry("Polygon", Datum::array(rings)))
 }

@@ -7,10 +7,10 @@ use super::ops::{self, Ellipsoid};
 use super::shape::{self, parse, LonLat, Shape};
 use crate::datum::{Datum, Object};
 use crate::error::{logic, resource, Result};
-use crate::eval::index::load_function;
+use crate::eval::index::IndexProbe;
 use crate::eval::seq::{Selection, Stream};
 use crate::eval::table::{expect_table, index_scan, op_failed, TableRef};
-use crate::eval::{arg_datum, call_func, int, num, string, Ctx, Func, Optargs, Val};
+use crate::eval::{arg_datum, int, num, string, Ctx, Optargs, Val};
 use crate::store::index::IndexInfo;
 use s2rst::s2::CellId;
 use std::collections::HashSet;
@@ -64,10 +64,9 @@ struct Candidate {
 /// Documents (once per primary key and multi-index position) whose indexed cells may
 /// meet `query`'s, leaving out those already `emitted`.
 fn candidates(
-    ctx: &Rc<Ctx>,
     t: &Rc<TableRef>,
     ix: &IndexInfo,
-    func: &Func,
+    probe: &IndexProbe,
     query: &Shape,
     emitted: &HashSet<Vec<u8>>,
 ) -> Result<Vec<Candidate>> {
@@ -90,9 +89,7 @@ fn candidates(
                 continue;
             }
             let doc = crate::store::decode_doc(&doc)?;
-            let Ok(value) =
-                call_func(ctx, func, std::slice::from_ref(&doc)).and_then(|v| v.into_datum(ctx))
-            else {
+            let Some(value) = probe.value(&doc) else {
                 continue;
             };
             // A multi index keeps each element under its position (the key's last
@@ -125,9 +122,9 @@ pub fn get_intersecting(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Resul
     let ix = geo_index(&t, opt, "get_intersecting")?;
     shape::expect_geometry(&g)?;
     let mut query = parse(&g)?;
-    let func = load_function(ctx, &ix.function)?;
+    let probe = IndexProbe::new(ix.clone())?;
     let mut docs = Vec::new();
-    for c in candidates(ctx, &t, &ix, &func, &query, &HashSet::new())? {
+    for c in candidates(&t, &ix, &probe, &query, &HashSet::new())? {
         let Ok(mut found) = parse(&c.geometry) else {
             continue;
         };
@@ -184,7 +181,7 @@ pub fn get_nearest(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val
         }
     };
     let center_s2 = shape::to_s2(center)?;
-    let func = load_function(ctx, &ix.function)?;
+    let probe = IndexProbe::new(ix.clone())?;
     let mut emitted = HashSet::new();
     let mut found: Vec<(f64, Datum)> = Vec::new();
     let mut processed = 0.0f64;
@@ -193,7 +190,7 @@ pub fn get_nearest(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val
         let mut ring = ring(center, processed, current, &e)?;
         let before = found.len();
         let mut batch = Vec::new();
-        for c in candidates(ctx, &t, &ix, &func, &ring, &emitted)? {
+        for c in candidates(&t, &ix, &probe, &ring, &emitted)? {
             let Ok(mut g) = parse(&c.geometry) else {
                 continue;
             };

@@ -258,7 +258,8 @@ fn pair(p: LonLat) -> Datum {
     Datum::array(vec![Datum::Num(p.lon), Datum::Num(p.lat)])
 }
 
-fn geometry(ty: &str, coordinates: Datum) -> Datum {
+/// A GEOMETRY datum of this GeoJSON type and coordinates.
+pub fn geometry(ty: &str, coordinates: Datum) -> Datum {
     let mut o = Object::new();
     o.insert(REQL_TYPE.into(), Datum::str("GEOMETRY"));
     o.insert("type".into(), Datum::str(ty));
