@@ -9,7 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
 . benches/start_rdb.sh
-bench() { taskset -c 1 target/release/rdb-bench --port "$port" --server-pid "$pid" --json "$@"; }
 bench --setup --table feeds --workload expr --duration 0.1 --warmup 0 >/dev/null
 
 row() { # name, then a JSON line on stdin

@@ -11,23 +11,13 @@ RUNS=${1:-3}
 SECS=${2:-5}
 KEYS=${3:-1000000}
 . benches/start_rdb.sh
-bench() { taskset -c 1 target/release/rdb-bench --port "$port" --server-pid "$pid" --json "$@"; }
 
 for n in 0 1 5; do
   bench --setup --table "idx$n" --indexes "$n" --fields 5 --workload load --keys "$KEYS" \
     --batch 1000 --connections 2 --pipeline 2 >"$dir/load$n.json"
 done
 
-summarize() { # name, then JSON lines on stdin; prints the median CPU us/op last
-  python3 -c '
-import json, statistics, sys
-name = sys.argv[1]
-rs = [json.loads(l) for l in sys.stdin if l.strip()]
-med = lambda f: statistics.median(f(r) for r in rs)
-print("%-34s %10.0f %9.0f %9.0f %11.2f" % (name, med(lambda r: r["ops_per_sec"]),
-      med(lambda r: r["latency_us"]["p50"]), med(lambda r: r["latency_us"]["p99"]),
-      med(lambda r: r["server_cpu_us_per_op"])))' "$1"
-}
+summarize() { median_row 34 "$1"; } # name, then JSON lines on stdin
 printf "%-34s %10s %9s %9s %11s\n" workload "ops/s" "p50 us" "p99 us" "cpu us/op"
 for n in 0 1 5; do
   summarize "load, $n indexes (per 1000 docs)" <"$dir/load$n.json"

@@ -1,6 +1,8 @@
 # Sourced by the wire benchmarks: builds rdb and rdb-bench, starts a one-core rdb pinned
 # to CPU 0 on a scratch directory and a free port, and stops it on exit.
-# Sets: dir (scratch directory), port, pid (the server's).
+# Sets: dir (scratch directory), port, pid (the server's). Defines `bench` (rdb-bench on
+# CPU 1 against that server, printing JSON) and `median_row WIDTH NAME` (one row of the
+# medians of the rdb-bench JSON lines on stdin: ops/s, p50, p99, server CPU us/op).
 cargo build --release -q --bin rdb -p rdb-server -p rdb-bench
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -8,3 +10,14 @@ taskset -c 0 target/release/rdb --directory "$dir/data" --driver-port "$port" --
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+bench() { taskset -c 1 target/release/rdb-bench --port "$port" --server-pid "$pid" --json "$@"; }
+median_row() {
+  python3 -c '
+import json, statistics, sys
+width, name = int(sys.argv[1]), sys.argv[2]
+rs = [json.loads(l) for l in sys.stdin if l.strip()]
+med = lambda f: statistics.median(f(r) for r in rs)
+print("%-*s %10.0f %9.0f %9.0f %11.2f" % (width, name, med(lambda r: r["ops_per_sec"]),
+      med(lambda r: r["latency_us"]["p50"]), med(lambda r: r["latency_us"]["p99"]),
+      med(lambda r: r["server_cpu_us_per_op"])))' "$1" "$2"
+}

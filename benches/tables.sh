@@ -10,7 +10,6 @@ RUNS=${1:-3}
 SECS=${2:-5}
 KEYS=${3:-1000000}
 . benches/start_rdb.sh
-bench() { taskset -c 1 target/release/rdb-bench --port "$port" --server-pid "$pid" --json "$@"; }
 
 # The table and its KEYS documents (the load itself is the batched-insert measurement's
 # warm-up; its own figure is printed too).
