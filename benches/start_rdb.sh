@@ -1,15 +1,26 @@
 # Sourced by the wire benchmarks: builds rdb and rdb-bench, starts a one-core rdb pinned
 # to CPU 0 on a scratch directory and a free port, and stops it on exit.
-# Sets: dir (scratch directory), port, pid (the server's). Defines `bench` (rdb-bench on
+# Sets: dir (scratch directory), port, pid (the server's). Defines `restart_rdb` (a new
+# server on an empty directory), `bench` (rdb-bench on
 # CPU 1 against that server, printing JSON) and `median_row WIDTH NAME` (one row of the
 # medians of the rdb-bench JSON lines on stdin: ops/s, p50, p99, server CPU us/op).
 cargo build --release -q --bin rdb -p rdb-server -p rdb-bench
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-taskset -c 0 target/release/rdb --directory "$dir/data" --driver-port "$port" --cores 1 >"$dir/log" 2>&1 &
-pid=$!
+start_rdb() {
+  taskset -c 0 target/release/rdb --directory "$dir/data" --driver-port "$port" --cores 1 >>"$dir/log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+}
+# A new server on an empty data directory (for runs that must not inherit earlier ones'
+# data or background work).
+restart_rdb() {
+  kill $pid; wait $pid 2>/dev/null || true
+  rm -rf "$dir/data"
+  start_rdb
+}
+start_rdb
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
 bench() { taskset -c 1 target/release/rdb-bench --port "$port" --server-pid "$pid" --json "$@"; }
 median_row() {
   python3 -c '

@@ -5,13 +5,13 @@
 //! and can be tested with in-memory streams. Storage file I/O (DMA files, fdatasync) will
 //! live here too, with an in-memory fault-injecting twin.
 
+pub mod background;
 pub mod fiber;
 pub mod fs;
 pub mod runtime;
 
-pub use runtime::{
-    in_background, memlock_limit_bytes, run_per_core, spawn_local, RuntimeConfig, RuntimeError,
-};
+pub use background::{foreground, in_background};
+pub use runtime::{memlock_limit_bytes, run_per_core, spawn_local, RuntimeConfig, RuntimeError};
 
 /// A TCP listener bound with SO_REUSEPORT, so every core can accept on the same port.
 pub type TcpListener = glommio::net::TcpListener;

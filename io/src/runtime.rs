@@ -89,8 +89,7 @@ where
             .name(&format!("rdb-core-{core}"))
             .io_memory(cfg.io_memory_bytes)
             .ring_depth(RING_DEPTH)
-            // Task queues take turns at least this often, so background work (feed
-            // delivery) cannot hold the core for long against queries and writes.
+            // Task queues take turns at least this often.
             .preempt_timer(PREEMPT_EVERY)
             .spawn(move || f(core))
             .map_err(|source| RuntimeError::Spawn { core, source })?;
@@ -109,36 +108,6 @@ pub fn spawn_local(fut: impl Future<Output = ()> + 'static) {
 
 /// How long one task queue may run while another has work.
 const PREEMPT_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
-
-/// Shares of the background queue against the default queue's 1000: when the core is
-/// busy, background work gets about 5% of it; when idle, all it needs.
-const BACKGROUND_SHARES: usize = 50;
-
-thread_local! {
-    static BACKGROUND: std::cell::Cell<Option<glommio::TaskQueueHandle>> =
-        const { std::cell::Cell::new(None) };
-}
-
-/// Runs a future in this core's background task queue and waits for its output. Work
-/// that must never crowd out queries and writes (changefeed delivery) runs here.
-/// Dropping the returned future cancels the work.
-pub async fn in_background<T: 'static>(fut: impl Future<Output = T> + 'static) -> T {
-    let tq = BACKGROUND.with(|b| match b.get() {
-        Some(h) => h,
-        None => {
-            let h = glommio::executor().create_task_queue(
-                glommio::Shares::Static(BACKGROUND_SHARES),
-                glommio::Latency::NotImportant,
-                "background",
-            );
-            b.set(Some(h));
-            h
-        }
-    });
-    glommio::spawn_local_into(fut, tq)
-        .expect("the background queue was created on this executor")
-        .await
-}
 
 #[cfg(test)]
 mod tests {

@@ -200,7 +200,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Conn<S> {
                                 self.tasks
                                     .push(Box::pin(rdb_io::in_background(run_job(token, job))));
                             } else {
-                                self.tasks.push(Box::pin(run_job(token, job)));
+                                self.tasks
+                                    .push(Box::pin(rdb_io::foreground(run_job(token, job))));
                             }
                         }
                     }

@@ -86,11 +86,11 @@ impl TableLog {
         cursor
     }
 
-    /// Whether any reader is left (the shard drops logs nobody reads).
+    /// Whether any reader is left (the shard drops logs nobody reads). Called on every
+    /// write: it stops at the first live cursor (dead ones are forgotten by `trim`), so
+    /// its cost does not grow with the number of feeds.
     pub fn has_readers(&self) -> bool {
-        let mut g = self.lock();
-        g.cursors.retain(|c| c.strong_count() > 0);
-        !g.cursors.is_empty()
+        self.lock().cursors.iter().any(|c| c.strong_count() > 0)
     }
 
     pub fn append(&self, changes: impl IntoIterator<Item = Arc<DocChange>>) {
