@@ -8,9 +8,18 @@ cargo build --release -q --bin rdb -p rdb-server -p rdb-bench
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 start_rdb() {
-  taskset -c 0 target/release/rdb --directory "$dir/data" --driver-port "$port" --cores 1 >>"$dir/log" 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+  # The port of a server just stopped can take a moment to free: try again then.
+  for _ in $(seq 20); do
+    taskset -c 0 target/release/rdb --directory "$dir/data" --driver-port "$port" --cores 1 >>"$dir/log" 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do
+      (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+      kill -0 $pid 2>/dev/null || break
+      sleep 0.05
+    done
+    sleep 0.5
+  done
+  echo "rdb did not start; its log:" >&2; cat "$dir/log" >&2; return 1
 }
 # A new server on an empty data directory (for runs that must not inherit earlier ones'
 # data or background work).
