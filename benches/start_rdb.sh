@@ -24,7 +24,11 @@ start_rdb() {
 # A new server on an empty data directory (for runs that must not inherit earlier ones'
 # data or background work).
 restart_rdb() {
-  kill $pid; wait $pid 2>/dev/null || true
+  # A server that has not stopped 10 s after SIGTERM is killed: a run must not hang here.
+  kill $pid
+  for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+  kill -9 $pid 2>/dev/null || true
+  wait $pid 2>/dev/null || true
   rm -rf "$dir/data"
   start_rdb
 }

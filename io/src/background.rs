@@ -127,12 +127,11 @@ fn with_gate<T>(f: impl FnOnce(&mut Gate) -> T) -> T {
 /// poll, when a parked future is dropped, and when the timer fires, so parked futures
 /// never wait without one of these pending.
 fn kick() {
-    let now = Instant::now();
     let action = with_gate(|g| {
         if g.parked.is_empty() {
             return None;
         }
-        match g.budget.wait(now) {
+        match g.budget.wait(Instant::now()) {
             None => g.parked.pop_front().map(Ok),
             Some(_) if g.timer_armed => None,
             Some(d) => {
@@ -185,9 +184,8 @@ impl<F: Future> Future for Budgeted<F> {
             kick();
             return Poll::Pending;
         }
-        let started = Instant::now();
         let out = self.fut.as_mut().poll(cx);
-        let spent = started.elapsed();
+        let spent = now.elapsed();
         with_gate(|g| g.budget.charge(spent));
         kick();
         out
@@ -212,8 +210,7 @@ pub async fn foreground<T>(fut: impl Future<Output = T>) -> T {
     std::future::poll_fn(move |cx| {
         let started = Instant::now();
         let out = fut.as_mut().poll(cx);
-        let spent = started.elapsed();
-        with_gate(|g| g.budget.charge_foreground(spent));
+        with_gate(|g| g.budget.charge_foreground(started.elapsed()));
         out
     })
     .await
