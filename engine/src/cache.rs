@@ -1,12 +1,12 @@
 //! The block cache: decoded data blocks shared by all readers of a shard, bounded by a
 //! byte budget, least recently used evicted first.
 
-use crate::entry::Entry;
+use crate::sst::block::DecodedBlock;
 use lru::LruCache;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-pub type Block = Rc<Vec<Entry>>;
+pub type Block = Rc<DecodedBlock>;
 
 pub struct BlockCache {
     inner: RefCell<Inner>,
@@ -95,7 +95,7 @@ mod tests {
     fn stays_within_budget() {
         let c = BlockCache::new(1000);
         for i in 0..20 {
-            c.insert(1, i, Rc::new(Vec::new()), 100);
+            c.insert(1, i, Rc::new(DecodedBlock::decode(&[]).unwrap()), 100);
         }
         assert!(c.stats().0 <= 1000);
         assert!(c.get(1, 19).is_some());

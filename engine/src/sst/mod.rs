@@ -4,6 +4,7 @@
 pub mod block;
 pub mod bloom;
 pub mod format;
+pub mod prefix;
 pub mod reader;
 pub mod writer;
 

@@ -1,9 +1,10 @@
 //! Reading an SST: footer, index, bloom and meta at open; data blocks on demand through
 //! the block cache. Every byte read is checksummed before use.
 
-use super::block::{decode_block, decode_index, IndexEntry};
+use super::block::{decode_index, DecodedBlock, IndexEntry};
 use super::bloom;
 use super::format::{read_block, BlockHandle, Footer, FOOTER_BYTES};
+use super::prefix::KeyPrefixes;
 use super::writer::{decode_meta, SstMeta};
 use crate::cache::{Block, BlockCache};
 use crate::entry::{cmp_internal, Entry, Seq};
@@ -17,6 +18,8 @@ pub struct SstReader<F: Fs> {
     pub meta: SstMeta,
     file: F::File,
     index: Vec<IndexEntry>,
+    /// Prefixes of the index's keys (the search over the index runs on these).
+    index_prefixes: KeyPrefixes,
     bloom: Vec<u8>,
     cache: Rc<BlockCache>,
 }
@@ -78,11 +81,13 @@ impl<F: Fs> SstReader<F> {
                 ));
             }
         }
+        let index_prefixes = KeyPrefixes::new(index.iter().map(|h| h.last_key.as_slice()));
         Ok(SstReader {
             path: path.to_path_buf(),
             meta,
             file,
             index,
+            index_prefixes,
             bloom,
             cache,
         })
@@ -98,16 +103,18 @@ impl<F: Fs> SstReader<F> {
         if let Some(b) = self.cache.get(self.meta.file_no, h.offset) {
             return Ok(b);
         }
-        let (entries, bytes) = self.read_block(i).await?;
-        let block = Rc::new(entries);
-        self.cache
-            .insert(self.meta.file_no, h.offset, block.clone(), bytes + 64);
+        let block = Rc::new(self.read_block(i).await?);
+        self.cache.insert(
+            self.meta.file_no,
+            h.offset,
+            block.clone(),
+            block.heap_bytes(),
+        );
         Ok(block)
     }
 
-    /// Reads, checks and decodes block `i` without the cache; returns its entries and
-    /// its decompressed size.
-    async fn read_block(&self, i: usize) -> Result<(Vec<Entry>, usize)> {
+    /// Reads, checks and decodes block `i` without the cache.
+    async fn read_block(&self, i: usize) -> Result<DecodedBlock> {
         let h = &self.index[i];
         let raw = self
             .file
@@ -115,23 +122,24 @@ impl<F: Fs> SstReader<F> {
             .await
             .map_err(|e| io_err(&self.path, e))?;
         let bytes = read_block(&raw).map_err(|r| corrupt(&self.path, h.offset, r))?;
-        let entries = decode_block(&bytes).map_err(|r| corrupt(&self.path, h.offset, r))?;
-        let last = entries
-            .last()
-            .ok_or_else(|| corrupt(&self.path, h.offset, "empty data block"))?;
-        if last.key != h.last_key || last.seq != h.last_seq {
+        let block = DecodedBlock::decode(&bytes).map_err(|r| corrupt(&self.path, h.offset, r))?;
+        let Some(last) = block.len().checked_sub(1) else {
+            return Err(corrupt(&self.path, h.offset, "empty data block"));
+        };
+        if block.key(last) != h.last_key.as_slice() || block.seq(last) != h.last_seq {
             return Err(corrupt(
                 &self.path,
                 h.offset,
                 "data block does not end where the index says",
             ));
         }
-        Ok((entries, bytes.len()))
+        Ok(block)
     }
 
     /// Index of the first block that may hold entries >= (key, seq).
     fn first_block_at_or_after(&self, key: &[u8], seq: Seq) -> usize {
-        self.index
+        let (lo, hi) = self.index_prefixes.candidates(key);
+        lo + self.index[lo..hi]
             .partition_point(|h| cmp_internal(&h.last_key, h.last_seq, key, seq).is_lt())
     }
 
@@ -148,11 +156,8 @@ impl<F: Fs> SstReader<F> {
             return Ok(None);
         }
         let block = self.block(bi).await?;
-        let i = block.partition_point(|e| cmp_internal(&e.key, e.seq, key, snap).is_lt());
-        Ok(block
-            .get(i)
-            .filter(|e| e.key == key)
-            .map(|e| e.value.clone()))
+        let i = block.seek(key, snap);
+        Ok((i < block.len() && block.key(i) == key).then(|| block.value(i).map(<[u8]>::to_vec)))
     }
 }
 
@@ -192,12 +197,11 @@ impl<F: Fs> SstIter<F> {
         }
         it.load().await?;
         let b = it.block.as_ref().expect("just loaded");
-        let i = b.partition_point(|e| cmp_internal(&e.key, e.seq, key, seq).is_lt()) as isize;
+        let i = b.seek(key, seq) as isize;
         if reverse {
             // Last entry <= target: the entry at i if it equals the target, else i - 1.
-            let exact = b
-                .get(i as usize)
-                .is_some_and(|e| e.key == key && e.seq == seq);
+            let exact =
+                (i as usize) < b.len() && b.key(i as usize) == key && b.seq(i as usize) == seq;
             it.pos = if exact { i } else { i - 1 };
             if it.pos < 0 {
                 it.block_i -= 1;
@@ -247,7 +251,7 @@ impl<F: Fs> SstIter<F> {
                 return Ok(None);
             };
             if self.pos >= 0 && (self.pos as usize) < b.len() {
-                let e = b[self.pos as usize].clone();
+                let e = b.entry(self.pos as usize);
                 self.pos += if self.reverse { -1 } else { 1 };
                 return Ok(Some(e));
             }
@@ -286,7 +290,11 @@ impl<F: Fs> SstScan<F> {
             if self.next_block >= self.sst.index.len() {
                 return Ok(None);
             }
-            self.cur = self.sst.read_block(self.next_block).await?.0.into_iter();
+            let b = self.sst.read_block(self.next_block).await?;
+            self.cur = (0..b.len())
+                .map(|i| b.entry(i))
+                .collect::<Vec<_>>()
+                .into_iter();
             self.next_block += 1;
         }
     }
