@@ -79,21 +79,30 @@ fn write_double(out: &mut String, d: f64) {
 /// Writes a JSON string literal with rapidjson's escapes.
 pub fn write_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04X}", c as u32);
-            }
-            c => out.push(c),
+    // Runs of bytes that need no escape are copied whole (multi-byte UTF-8 sequences are
+    // all >= 0x80, so a run never ends inside a character).
+    let mut run = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{:04X}", b);
+        } else {
+            out.push_str(esc);
         }
+        run = i + 1;
     }
+    out.push_str(&s[run..]);
     out.push('"');
 }
 
@@ -470,6 +479,13 @@ mod tests {
     }
 
     #[test]
+    fn string_escapes() {
+        let mut out = String::new();
+        write_str(&mut out, "a\"b\\c\nd\u{1}é\u{7f}\t");
+        assert_eq!(out, "\"a\\\"b\\\\c\\nd\\u0001é\u{7f}\\t\"");
+    }
+
+    #[test]
     fn base64_errors() {
         assert_eq!(decode_base64("AAE=").unwrap(), vec![0, 1]);
         assert!(decode_base64("ABCDE").is_err());
@@ -495,6 +511,15 @@ mod prop {
             let back = from_json(&v).unwrap();
             prop_assert_eq!(to_json(&back), text);
             prop_assert!(back == d);
+        }
+
+        /// Strings with any characters, control characters and quotes among them, read
+        /// back unchanged.
+        #[test]
+        fn strings_round_trip(s in "(\\PC|[\\x00-\\x1f\"\\\\\u{7f}\u{2028}])*") {
+            let mut out = String::new();
+            write_str(&mut out, &s);
+            prop_assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s);
         }
 
         #[test]
