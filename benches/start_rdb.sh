@@ -1,16 +1,18 @@
 # Sourced by the wire benchmarks: builds rdb and rdb-bench, starts a one-core rdb pinned
 # to CPU 0 on a scratch directory and a free port, and stops it on exit.
 # Sets: dir (scratch directory), port, pid (the server's). Defines `restart_rdb` (a new
-# server on an empty directory), `bench` (rdb-bench on
+# server on an empty directory), `wait_idle` (until background work is done), `bench` (rdb-bench on
 # CPU 1 against that server, printing JSON) and `median_row WIDTH NAME` (one row of the
 # medians of the rdb-bench JSON lines on stdin: ops/s, p50, p99, server CPU us/op).
+# RDB_BIN runs another server binary (a build of an earlier commit, for a comparison).
 cargo build --release -q --bin rdb -p rdb-server -p rdb-bench
+rdb_bin=${RDB_BIN:-target/release/rdb}
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 start_rdb() {
   # The port of a server just stopped can take a moment to free: try again then.
   for _ in $(seq 20); do
-    taskset -c 0 target/release/rdb --directory "$dir/data" --driver-port "$port" --cores 1 >>"$dir/log" 2>&1 &
+    taskset -c 0 "$rdb_bin" --directory "$dir/data" --driver-port "$port" --cores 1 >>"$dir/log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do
       (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
@@ -34,6 +36,18 @@ restart_rdb() {
 }
 start_rdb
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+# Waits (up to 120 s) until the server uses under 5% of a core over a second: a load
+# leaves flushes and compactions behind, and a read measured over them is mostly theirs.
+wait_idle() {
+  local t0 t1
+  for _ in $(seq 120); do
+    t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    sleep 1
+    t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    [ $((t1 - t0)) -lt 5 ] && return 0
+  done
+  echo "server still busy after 120 s" >&2
+}
 bench() { taskset -c 1 target/release/rdb-bench --port "$port" --server-pid "$pid" --json "$@"; }
 median_row() {
   python3 -c '

@@ -9,6 +9,7 @@ use crate::entry::{cmp_internal, Entry, Seq, SEQ_MAX};
 use crate::error::{io_err, Error, Result};
 use crate::manifest::{self, sst_name, Version};
 use crate::memtable::Memtable;
+use crate::sst::bloom::KeyHash;
 use crate::sst::{build_sst, SstIter, SstMeta, SstReader, SstScan};
 use rdb_io::fs::{install_file, Fs};
 use rdb_wal::{Durability, Wal, WalOptions};
@@ -383,8 +384,9 @@ impl<F: Fs> Shard<F> {
                 return Ok(v);
             }
         }
+        let hash = KeyHash::of(key);
         for f in &version.levels[0] {
-            if let Some(v) = readers[&f.file_no].get(key, seq).await? {
+            if let Some(v) = readers[&f.file_no].get(key, hash, seq).await? {
                 return Ok(v);
             }
         }
@@ -392,7 +394,7 @@ impl<F: Fs> Shard<F> {
             let i = level.partition_point(|f| f.largest_key.as_slice() < key);
             if let Some(f) = level.get(i) {
                 if f.smallest_key.as_slice() <= key {
-                    if let Some(v) = readers[&f.file_no].get(key, seq).await? {
+                    if let Some(v) = readers[&f.file_no].get(key, hash, seq).await? {
                         return Ok(v);
                     }
                 }

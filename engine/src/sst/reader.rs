@@ -2,7 +2,7 @@
 //! the block cache. Every byte read is checksummed before use.
 
 use super::block::{decode_index, DecodedBlock, IndexEntry};
-use super::bloom;
+use super::bloom::{self, KeyHash};
 use super::format::{read_block, BlockHandle, Footer, FOOTER_BYTES};
 use super::prefix::KeyPrefixes;
 use super::writer::{decode_meta, SstMeta};
@@ -144,11 +144,17 @@ impl<F: Fs> SstReader<F> {
     }
 
     /// The newest version of `key` visible at `snap`: `Some(None)` is a tombstone.
-    pub async fn get(&self, key: &[u8], snap: Seq) -> Result<Option<Option<Vec<u8>>>> {
+    /// `hash` is `KeyHash::of(key)`, computed once by the caller for every file it probes.
+    pub async fn get(
+        &self,
+        key: &[u8],
+        hash: KeyHash,
+        snap: Seq,
+    ) -> Result<Option<Option<Vec<u8>>>> {
         if key < self.meta.smallest_key.as_slice() || key > self.meta.largest_key.as_slice() {
             return Ok(None);
         }
-        if !bloom::may_contain(&self.bloom, key) {
+        if !bloom::may_contain(&self.bloom, hash) {
             return Ok(None);
         }
         let bi = self.first_block_at_or_after(key, snap);
