@@ -58,7 +58,7 @@ pub fn may_contain(filter: &[u8], h: KeyHash) -> bool {
     match filter.first() {
         Some(&tag) if tag > BLOCKED_TAG && tag <= BLOCKED_TAG + 30 => {
             let body = &filter[1..];
-            if body.is_empty() || body.len() % LINE_BYTES != 0 {
+            if body.is_empty() || !body.len().is_multiple_of(LINE_BYTES) {
                 return true;
             }
             let line = &body[line_of(h1, body.len() / LINE_BYTES) * LINE_BYTES..][..LINE_BYTES];
