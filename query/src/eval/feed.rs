@@ -895,15 +895,15 @@ impl FeedIter {
     }
 
     /// Moves the shard's position past a change; false if it was already passed.
-    fn advance(&mut self, c: &crate::store::DocChange) -> bool {
-        let shard = self.table.store.shard_of(&c.key);
+    fn advance(&mut self, key: &[u8], lsn: u64, idx: u32) -> bool {
+        let shard = self.table.store.shard_of(key);
         let Some(p) = self.pos.get_mut(shard) else {
             return true;
         };
-        if (c.lsn, c.idx) <= *p {
+        if (lsn, idx) <= *p {
             return false;
         }
-        *p = (c.lsn, c.idx);
+        *p = (lsn, idx);
         true
     }
 
@@ -1003,7 +1003,7 @@ impl Iterator for FeedIter {
                     Ok(c) => c,
                     Err(e) => return Some(Err(e)),
                 };
-                if !self.advance(&c) {
+                if !self.advance(&c.key, c.lsn, c.idx) {
                     continue;
                 }
                 if let Some(r) = self
@@ -1043,12 +1043,12 @@ impl Iterator for FeedIter {
                     return Some(Err(ReqlError::new(ErrorKind::OpFailed, why)));
                 }
                 FeedMsg::Change(c) if self.top.is_some() => {
-                    let new = match c.new.as_deref().map(decode_doc).transpose() {
+                    let new = match c.new().map(decode_doc).transpose() {
                         Ok(n) => n,
                         Err(e) => return Some(Err(e)),
                     };
                     let top = self.top.as_mut().expect("checked");
-                    if !top.touches(&c.key, new.as_ref(), &self.filter) {
+                    if !top.touches(c.key(), new.as_ref(), &self.filter) {
                         continue;
                     }
                     match top.refresh(self.types, &self.ctx, &self.transforms) {
@@ -1057,13 +1057,10 @@ impl Iterator for FeedIter {
                     }
                 }
                 FeedMsg::Change(c) => {
-                    if !self.advance(&c) {
+                    if !self.advance(c.key(), c.lsn(), c.idx()) {
                         continue;
                     }
-                    if let Some(r) = self
-                        .change(&c.key, c.old.as_deref(), c.new.as_deref())
-                        .transpose()
-                    {
+                    if let Some(r) = self.change(c.key(), c.old(), c.new()).transpose() {
                         return Some(r);
                     }
                 }

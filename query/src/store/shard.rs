@@ -130,7 +130,7 @@ fn decode_note(n: &[u8]) -> Result<rustc_hash::FxHashMap<u32, Vec<u8>>> {
 /// What a changefeed receives from a shard.
 #[derive(Debug)]
 pub enum FeedMsg {
-    Change(std::sync::Arc<DocChange>),
+    Change(super::changelog::ChangeRef),
     /// The feed cannot go on (its table was dropped): the message to report.
     End(String),
 }
@@ -484,23 +484,19 @@ impl<F: Fs + 'static> LocalShard<F> {
         if feeds.is_empty() {
             return;
         }
-        let mut by_table: rustc_hash::FxHashMap<u64, Vec<std::sync::Arc<DocChange>>> =
+        let mut by_table: rustc_hash::FxHashMap<u64, Vec<super::changelog::NewChange<'_>>> =
             rustc_hash::FxHashMap::default();
-        for (idx, (key, old, new)) in changes {
-            let Some(id) = key_id_of(&key) else { continue };
+        for (idx, (key, old, new)) in &changes {
+            let Some(id) = key_id_of(key) else { continue };
             if !feeds.contains_key(&id) {
                 continue;
             }
-            by_table
-                .entry(id)
-                .or_default()
-                .push(std::sync::Arc::new(DocChange {
-                    key,
-                    old,
-                    new,
-                    lsn,
-                    idx,
-                }));
+            by_table.entry(id).or_default().push((
+                *idx,
+                key.as_slice(),
+                old.as_deref(),
+                new.as_deref(),
+            ));
         }
         for (id, cs) in by_table {
             let log = feeds.get(&id).expect("checked above");
@@ -508,7 +504,7 @@ impl<F: Fs + 'static> LocalShard<F> {
                 feeds.remove(&id);
                 continue;
             }
-            log.append(cs);
+            log.append(lsn, cs);
         }
     }
 
