@@ -1043,7 +1043,7 @@ impl Iterator for FeedIter {
                     return Some(Err(ReqlError::new(ErrorKind::OpFailed, why)));
                 }
                 FeedMsg::Change(c) if self.top.is_some() => {
-                    let new = match c.new().map(decode_doc).transpose() {
+                    let new = match c.new_value().map(decode_doc).transpose() {
                         Ok(n) => n,
                         Err(e) => return Some(Err(e)),
                     };
@@ -1060,7 +1060,7 @@ impl Iterator for FeedIter {
                     if !self.advance(c.key(), c.lsn(), c.idx()) {
                         continue;
                     }
-                    if let Some(r) = self.change(c.key(), c.old(), c.new()).transpose() {
+                    if let Some(r) = self.change(c.key(), c.old_value(), c.new_value()).transpose() {
                         return Some(r);
                     }
                 }

@@ -83,10 +83,10 @@ impl ChangeRef {
     pub fn key(&self) -> &[u8] {
         self.chunk.slice(self.span().key)
     }
-    pub fn old(&self) -> Option<&[u8]> {
+    pub fn old_value(&self) -> Option<&[u8]> {
         self.span().old.map(|s| self.chunk.slice(s))
     }
-    pub fn new(&self) -> Option<&[u8]> {
+    pub fn new_value(&self) -> Option<&[u8]> {
         self.span().new.map(|s| self.chunk.slice(s))
     }
     pub fn lsn(&self) -> u64 {
@@ -323,8 +323,8 @@ mod tests {
                 FeedMsg::Change(c) => {
                     // Every part comes back as appended.
                     assert_eq!(c.key(), c.lsn().to_be_bytes());
-                    assert_eq!(c.new(), Some(&c.lsn().to_be_bytes()[..]));
-                    assert_eq!(c.old(), (c.lsn() % 3 == 0).then_some(&b"old"[..]));
+                    assert_eq!(c.new_value(), Some(&c.lsn().to_be_bytes()[..]));
+                    assert_eq!(c.old_value(), (c.lsn() % 3 == 0).then_some(&b"old"[..]));
                     assert_eq!(c.idx(), 7);
                     Some(c.lsn())
                 }
