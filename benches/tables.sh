@@ -14,6 +14,8 @@ KEYS=${3:-1000000}
 # The table and its KEYS documents (the load itself is the batched-insert measurement's
 # warm-up; its own figure is printed too).
 load=$(bench --setup --workload load --keys "$KEYS" --batch 1000 --connections 2 --pipeline 2)
+# Reads are measured once the flushes and compactions the load left behind are done.
+wait_idle
 
 summarize() { # name, then JSON lines on stdin
   python3 -c '
