@@ -1,10 +1,14 @@
 //! The block cache: decoded data blocks shared by all readers of a shard, bounded by a
-//! byte budget, evicted by second chance (CLOCK): a hit only sets a flag in the entry
-//! it already reads, where an LRU list would relink three nodes on every hit.
+//! byte budget, evicted by second chance (CLOCK).
+//!
+//! The cache owns the blocks; each SST reader finds its cached blocks through a weak
+//! reference per block number, so a hit costs no hash lookup, and sets the block's own
+//! `referenced` flag (on a line the read touches anyway) where an LRU list would relink
+//! nodes.
 
 use crate::sst::block::DecodedBlock;
-use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 pub type Block = Rc<DecodedBlock>;
@@ -13,20 +17,10 @@ pub struct BlockCache {
     inner: RefCell<Inner>,
 }
 
-/// Block ids are (file number, offset): small integers that need no DoS-resistant hash.
-type FastHash = std::hash::BuildHasherDefault<rustc_hash::FxHasher>;
-
-struct Cached {
-    block: Block,
-    bytes: usize,
-    /// Read since the clock hand last passed.
-    referenced: Cell<bool>,
-}
-
 struct Inner {
-    map: HashMap<(u64, u64), Cached, FastHash>,
-    /// Every key of `map` once, in the order the clock hand visits them.
-    clock: VecDeque<(u64, u64)>,
+    /// Every cached block once, with its file and charge, in the order the clock hand
+    /// visits them.
+    clock: VecDeque<(u64, usize, Block)>,
     bytes: usize,
     budget_bytes: usize,
     hits: u64,
@@ -37,7 +31,6 @@ impl BlockCache {
     pub fn new(budget_bytes: usize) -> BlockCache {
         BlockCache {
             inner: RefCell::new(Inner {
-                map: HashMap::default(),
                 clock: VecDeque::new(),
                 bytes: 0,
                 budget_bytes,
@@ -47,62 +40,44 @@ impl BlockCache {
         }
     }
 
-    pub fn get(&self, file_no: u64, offset: u64) -> Option<Block> {
-        let mut i = self.inner.borrow_mut();
-        let r = i.map.get(&(file_no, offset)).map(|c| {
-            c.referenced.set(true);
-            c.block.clone()
-        });
-        if r.is_some() {
-            i.hits += 1;
-        } else {
-            i.misses += 1;
-        }
-        r
+    /// Counts a read served by a cached block (found by its reader).
+    pub fn hit(&self, block: &DecodedBlock) {
+        block.referenced.set(true);
+        self.inner.borrow_mut().hits += 1;
     }
 
-    pub fn insert(&self, file_no: u64, offset: u64, block: Block, bytes: usize) {
+    /// Takes a block just read from `file_no` (counted as a miss); it stays while it
+    /// is read often enough to survive the clock hand, within the budget.
+    pub fn insert(&self, file_no: u64, block: Block) {
+        let bytes = block.heap_bytes();
         let mut i = self.inner.borrow_mut();
+        i.misses += 1;
         if bytes > i.budget_bytes {
             return;
         }
-        let new = Cached {
-            block,
-            bytes,
-            referenced: Cell::new(false),
-        };
-        match i.map.insert((file_no, offset), new) {
-            Some(old) => i.bytes -= old.bytes,
-            None => i.clock.push_back((file_no, offset)),
-        }
+        i.clock.push_back((file_no, bytes, block));
         i.bytes += bytes;
         while i.bytes > i.budget_bytes {
-            let Some(k) = i.clock.pop_front() else {
+            let Some((f, b, block)) = i.clock.pop_front() else {
                 break;
             };
-            let c = i.map.get(&k).expect("every clock key is cached");
-            if c.referenced.replace(false) {
-                i.clock.push_back(k);
+            if block.referenced.replace(false) {
+                i.clock.push_back((f, b, block));
             } else {
-                let c = i.map.remove(&k).expect("just found");
-                i.bytes -= c.bytes;
+                i.bytes -= b;
             }
         }
-        debug_assert_eq!(i.map.len(), i.clock.len());
     }
 
     /// Drops every block of a file (it was deleted).
     pub fn forget_file(&self, file_no: u64) {
         let mut i = self.inner.borrow_mut();
-        let Inner {
-            map, clock, bytes, ..
-        } = &mut *i;
-        clock.retain(|k| {
-            if k.0 != file_no {
-                return true;
+        let Inner { clock, bytes, .. } = &mut *i;
+        clock.retain(|(f, b, _)| {
+            if *f == file_no {
+                *bytes -= b;
             }
-            *bytes -= map.remove(k).expect("every clock key is cached").bytes;
-            false
+            *f != file_no
         });
     }
 
@@ -117,22 +92,39 @@ impl BlockCache {
 mod tests {
     use super::*;
 
+    fn block() -> Block {
+        let mut b = crate::sst::block::BlockBuilder::default();
+        b.add(&crate::entry::Entry {
+            key: b"key".to_vec(),
+            seq: 1,
+            value: Some(vec![7; 100]),
+        });
+        Rc::new(DecodedBlock::decode(&b.finish()).unwrap())
+    }
+
     #[test]
-    fn stays_within_budget() {
-        let c = BlockCache::new(1000);
-        for i in 0..20 {
-            c.insert(1, i, Rc::new(DecodedBlock::decode(&[]).unwrap()), 100);
+    fn stays_within_budget_and_gives_read_blocks_a_second_chance() {
+        let per = block().heap_bytes();
+        assert!(per > 100);
+        let c = BlockCache::new(10 * per);
+        let blocks: Vec<Block> = (0..20).map(|_| block()).collect();
+        for b in &blocks[..10] {
+            c.insert(1, b.clone());
         }
-        assert!(c.stats().0 <= 1000);
-        assert!(c.get(1, 19).is_some());
-        assert!(c.get(1, 0).is_none());
-        // A block read since the hand last passed survives the next eviction.
-        assert!(c.get(1, 10).is_some());
-        c.insert(2, 0, Rc::new(DecodedBlock::decode(&[]).unwrap()), 100);
-        assert!(c.get(1, 10).is_some());
-        assert!(c.get(1, 11).is_none());
+        c.hit(&blocks[0]);
+        for b in &blocks[10..12] {
+            c.insert(1, b.clone());
+        }
+        assert!(c.stats().0 <= 10 * per);
+        // The block read since the hand last passed survived; the next oldest did not.
+        let held = |b: &Block| Rc::strong_count(b) > 1;
+        assert!(held(&blocks[0]));
+        assert!(!held(&blocks[1]) && !held(&blocks[2]));
+        assert!(held(&blocks[3]) && held(&blocks[11]));
+        c.insert(2, blocks[12].clone());
         c.forget_file(1);
-        assert_eq!(c.stats().0, 100);
-        assert!(c.get(2, 0).is_some());
+        assert_eq!(c.stats().0, per);
+        assert!(held(&blocks[12]) && !held(&blocks[0]));
+        assert_eq!(c.stats().1, 1);
     }
 }

@@ -87,6 +87,8 @@ pub struct DecodedBlock {
     data: Vec<u8>,
     slots: Vec<Slot>,
     prefixes: KeyPrefixes,
+    /// Read since the block cache's clock hand last passed it.
+    pub(crate) referenced: std::cell::Cell<bool>,
 }
 
 impl DecodedBlock {
@@ -142,6 +144,7 @@ impl DecodedBlock {
             data,
             slots,
             prefixes: KeyPrefixes::default(),
+            referenced: std::cell::Cell::new(false),
         };
         block.prefixes = KeyPrefixes::new((0..block.len()).map(|i| block.key(i)));
         Ok(block)

@@ -10,8 +10,9 @@ use crate::cache::{Block, BlockCache};
 use crate::entry::{cmp_internal, Entry, Seq};
 use crate::error::{corrupt, io_err, Result};
 use rdb_io::fs::{File, Fs};
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 pub struct SstReader<F: Fs> {
     pub path: PathBuf,
@@ -22,6 +23,8 @@ pub struct SstReader<F: Fs> {
     index_prefixes: KeyPrefixes,
     bloom: Vec<u8>,
     cache: Rc<BlockCache>,
+    /// This file's blocks in the cache, by block number (the cache owns them).
+    cached: RefCell<Vec<Weak<DecodedBlock>>>,
 }
 
 impl<F: Fs> SstReader<F> {
@@ -82,6 +85,7 @@ impl<F: Fs> SstReader<F> {
             }
         }
         let index_prefixes = KeyPrefixes::new(index.iter().map(|h| h.last_key.as_slice()));
+        let cached = RefCell::new(vec![Weak::new(); index.len()]);
         Ok(SstReader {
             path: path.to_path_buf(),
             meta,
@@ -90,6 +94,7 @@ impl<F: Fs> SstReader<F> {
             index_prefixes,
             bloom,
             cache,
+            cached,
         })
     }
 
@@ -99,17 +104,13 @@ impl<F: Fs> SstReader<F> {
 
     /// Data block `i`, decoded, from the cache or the disk (then cached).
     pub async fn block(&self, i: usize) -> Result<Block> {
-        let h = &self.index[i];
-        if let Some(b) = self.cache.get(self.meta.file_no, h.offset) {
+        if let Some(b) = self.cached.borrow()[i].upgrade() {
+            self.cache.hit(&b);
             return Ok(b);
         }
         let block = Rc::new(self.read_block(i).await?);
-        self.cache.insert(
-            self.meta.file_no,
-            h.offset,
-            block.clone(),
-            block.heap_bytes(),
-        );
+        self.cached.borrow_mut()[i] = Rc::downgrade(&block);
+        self.cache.insert(self.meta.file_no, block.clone());
         Ok(block)
     }
 

@@ -1060,7 +1060,10 @@ impl Iterator for FeedIter {
                     if !self.advance(c.key(), c.lsn(), c.idx()) {
                         continue;
                     }
-                    if let Some(r) = self.change(c.key(), c.old_value(), c.new_value()).transpose() {
+                    if let Some(r) = self
+                        .change(c.key(), c.old_value(), c.new_value())
+                        .transpose()
+                    {
                         return Some(r);
                     }
                 }
