@@ -85,7 +85,7 @@ impl<F: Fs> SstReader<F> {
             }
         }
         let index_prefixes = KeyPrefixes::new(index.iter().map(|h| h.last_key.as_slice()));
-        let cached = RefCell::new(vec![Weak::new(); index.len()]);
+        let cached = RefCell::new((0..index.len()).map(|_| Weak::new()).collect());
         Ok(SstReader {
             path: path.to_path_buf(),
             meta,
