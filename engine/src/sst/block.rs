@@ -66,7 +66,7 @@ impl BlockBuilder {
     }
 }
 
-/// Where one entry of a decoded block lies in the block's `data`.
+/// Where one entry of a decoded block lies in the block's data.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     key_off: u32,
@@ -78,15 +78,38 @@ struct Slot {
 }
 
 const TOMBSTONE: u32 = u32::MAX;
+const SLOT_BYTES: usize = 24;
 
-/// A decoded data block as the cache holds it: every key in full and every value in one
-/// buffer, a slot per entry, and the keys' prefixes for the search. A point get touches
-/// a few cache lines of one block instead of two heap objects per entry probed.
+impl Slot {
+    fn write(&self, out: &mut Vec<u8>) {
+        for v in [self.key_off, self.key_len, self.val_off, self.val_len] {
+            out.extend_from_slice(&v.to_ne_bytes());
+        }
+        out.extend_from_slice(&self.seq.to_ne_bytes());
+    }
+
+    fn read(b: &[u8]) -> Slot {
+        let u32_at = |i: usize| u32::from_ne_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        Slot {
+            key_off: u32_at(0),
+            key_len: u32_at(4),
+            val_off: u32_at(8),
+            val_len: u32_at(12),
+            seq: u64::from_ne_bytes(b[16..24].try_into().expect("8 bytes")),
+        }
+    }
+}
+
+/// A decoded data block as the cache holds it, in one buffer: the keys' prefix section
+/// (for the search), a fixed-size slot per entry, then every key in full and every
+/// value. A point get touches a few adjacent cache lines of one allocation.
 #[derive(Debug)]
 pub struct DecodedBlock {
-    data: Vec<u8>,
-    slots: Vec<Slot>,
+    buf: Vec<u8>,
     prefixes: KeyPrefixes,
+    slots_at: usize,
+    data_at: usize,
+    len: usize,
     /// Read since the block cache's clock hand last passed it.
     pub(crate) referenced: std::cell::Cell<bool>,
 }
@@ -140,38 +163,56 @@ impl DecodedBlock {
                 seq: tag >> 8,
             });
         }
-        let mut block = DecodedBlock {
-            data,
-            slots,
-            prefixes: KeyPrefixes::default(),
+        let key = |s: &Slot| &data[s.key_off as usize..(s.key_off + s.key_len) as usize];
+        let mut out = Vec::new();
+        let prefixes = KeyPrefixes::build(slots.iter().map(key), &mut out);
+        let slots_at = out.len();
+        out.reserve_exact(slots.len() * SLOT_BYTES + data.len());
+        for s in &slots {
+            s.write(&mut out);
+        }
+        let data_at = out.len();
+        out.extend_from_slice(&data);
+        Ok(DecodedBlock {
+            buf: out,
+            prefixes,
+            slots_at,
+            data_at,
+            len: slots.len(),
             referenced: std::cell::Cell::new(false),
-        };
-        block.prefixes = KeyPrefixes::new((0..block.len()).map(|i| block.key(i)));
-        Ok(block)
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len == 0
+    }
+
+    fn slot(&self, i: usize) -> Slot {
+        assert!(i < self.len, "entry {i} of a block of {}", self.len);
+        Slot::read(&self.buf[self.slots_at + i * SLOT_BYTES..][..SLOT_BYTES])
+    }
+
+    fn data(&self, off: u32, len: u32) -> &[u8] {
+        &self.buf[self.data_at + off as usize..][..len as usize]
     }
 
     pub fn key(&self, i: usize) -> &[u8] {
-        let s = &self.slots[i];
-        &self.data[s.key_off as usize..s.key_off as usize + s.key_len as usize]
+        let s = self.slot(i);
+        self.data(s.key_off, s.key_len)
     }
 
     pub fn seq(&self, i: usize) -> Seq {
-        self.slots[i].seq
+        self.slot(i).seq
     }
 
     /// `None` is a tombstone.
     pub fn value(&self, i: usize) -> Option<&[u8]> {
-        let s = &self.slots[i];
-        (s.val_off != TOMBSTONE)
-            .then(|| &self.data[s.val_off as usize..s.val_off as usize + s.val_len as usize])
+        let s = self.slot(i);
+        (s.val_off != TOMBSTONE).then(|| self.data(s.val_off, s.val_len))
     }
 
     /// Entry `i`, copied out.
@@ -185,14 +226,12 @@ impl DecodedBlock {
 
     /// Memory held (for the cache's budget).
     pub fn heap_bytes(&self) -> usize {
-        self.data.capacity()
-            + self.slots.capacity() * std::mem::size_of::<Slot>()
-            + self.prefixes.heap_bytes()
+        self.buf.capacity() + std::mem::size_of::<DecodedBlock>()
     }
 
     /// Position of the first entry >= (key, seq) in internal order.
     pub fn seek(&self, key: &[u8], seq: Seq) -> usize {
-        let (mut lo, mut hi) = self.prefixes.candidates(key);
+        let (mut lo, mut hi) = self.prefixes.candidates(&self.buf, key);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if cmp_internal(self.key(mid), self.seq(mid), key, seq).is_lt() {

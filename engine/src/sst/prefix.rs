@@ -18,13 +18,16 @@ fn word(key: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// The prefixes of a sorted run of keys, in one allocation laid out for the search:
-/// the common prefix (8 bytes per word, big-endian, zero-padded), then every `GROUP`th
-/// word, then every key's word. A search reads the first cache line or two, then two
-/// lines of the words: no pointer to chase between them.
-#[derive(Debug, Default)]
+/// Where the prefix section of a sorted run of keys lies in a byte buffer, laid out for
+/// the search: the common prefix (8 bytes per word, big-endian, zero-padded), then every
+/// `GROUP`th key's word, then every key's word (words in native byte order). A search
+/// reads the first cache line or two, then two lines of the words: no pointer to chase
+/// between them. The section lives in its owner's buffer (a decoded block keeps it in
+/// the same allocation as its entries).
+#[derive(Clone, Copy, Debug, Default)]
 pub struct KeyPrefixes {
-    buf: Vec<u64>,
+    /// Offset of the section in the buffer.
+    at: usize,
     /// Bytes every key of the run starts with.
     common_len: usize,
     /// Keys in the run.
@@ -34,54 +37,89 @@ pub struct KeyPrefixes {
 /// Words per group of the two-level search (two cache lines).
 const GROUP: usize = 16;
 
+/// The first `i` in `0..n` for which `less(i)` is false (`less` must be monotone).
+fn lower_bound(mut lo: usize, mut hi: usize, less: impl Fn(usize) -> bool) -> usize {
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if less(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 impl KeyPrefixes {
-    /// `keys` must be sorted (ties allowed: a key may appear in several versions).
-    pub fn new<'a>(keys: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> KeyPrefixes {
+    /// Appends the section for `keys` to `out`. `keys` must be sorted (ties allowed: a
+    /// key may appear in several versions).
+    pub fn build<'a>(
+        keys: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
+        out: &mut Vec<u8>,
+    ) -> KeyPrefixes {
+        let at = out.len();
         let len = keys.len();
         let mut it = keys.clone();
         let Some(first) = it.next() else {
-            return KeyPrefixes::default();
+            return KeyPrefixes {
+                at,
+                ..KeyPrefixes::default()
+            };
         };
         let last = it.last().unwrap_or(first);
         // In a sorted run the first and last keys share exactly the run's common prefix.
         let common_len = first.iter().zip(last).take_while(|(a, b)| a == b).count();
-        let common_words = common_len.div_ceil(8);
-        let mut buf = Vec::with_capacity(common_words + len.div_ceil(GROUP) + len);
-        buf.extend((0..common_words).map(|i| word(&first[..common_len], i * 8)));
-        buf.extend(keys.clone().step_by(GROUP).map(|k| word(k, common_len)));
-        buf.extend(keys.map(|k| word(k, common_len)));
         let p = KeyPrefixes {
-            buf,
+            at,
             common_len,
             len,
         };
+        out.reserve(p.section_bytes());
+        for i in 0..common_len.div_ceil(8) {
+            out.extend_from_slice(&word(&first[..common_len], i * 8).to_ne_bytes());
+        }
+        for k in keys.clone().step_by(GROUP).chain(keys) {
+            out.extend_from_slice(&word(k, common_len).to_ne_bytes());
+        }
         debug_assert!(
-            p.words().windows(2).all(|w| w[0] <= w[1]),
+            (1..len).all(|i| p.word(out, i - 1) <= p.word(out, i)),
             "keys out of order"
         );
         p
     }
 
-    fn group_firsts(&self) -> &[u64] {
-        let at = self.common_len.div_ceil(8);
-        &self.buf[at..at + self.len.div_ceil(GROUP)]
+    /// Bytes of the section.
+    pub fn section_bytes(&self) -> usize {
+        (self.common_len.div_ceil(8) + self.len.div_ceil(GROUP) + self.len) * 8
     }
 
-    fn words(&self) -> &[u64] {
-        &self.buf[self.buf.len() - self.len..]
+    fn load(buf: &[u8], at: usize) -> u64 {
+        u64::from_ne_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
     }
 
-    pub fn heap_bytes(&self) -> usize {
-        self.buf.capacity() * 8
+    /// Word `i` of the common prefix.
+    fn common_word(&self, buf: &[u8], i: usize) -> u64 {
+        Self::load(buf, self.at + i * 8)
+    }
+
+    /// The first word of group `g`.
+    fn group_first(&self, buf: &[u8], g: usize) -> u64 {
+        Self::load(buf, self.at + (self.common_len.div_ceil(8) + g) * 8)
+    }
+
+    /// The word of key `i`.
+    fn word(&self, buf: &[u8], i: usize) -> u64 {
+        let words_at = self.common_len.div_ceil(8) + self.len.div_ceil(GROUP);
+        Self::load(buf, self.at + (words_at + i) * 8)
     }
 
     /// `key`'s first bytes against the common prefix (`Less` also when `key` is a
     /// proper prefix of it).
-    fn cmp_common(&self, key: &[u8]) -> Ordering {
+    fn cmp_common(&self, buf: &[u8], key: &[u8]) -> Ordering {
         let c = self.common_len;
-        for (i, w) in self.buf[..c.div_ceil(8)].iter().enumerate() {
+        for i in 0..c.div_ceil(8) {
             let at = i * 8;
-            let bytes = w.to_be_bytes();
+            let bytes = self.common_word(buf, i).to_be_bytes();
             let want = &bytes[..(c - at).min(8)];
             let got = key.get(at..key.len().min(at + want.len())).unwrap_or(&[]);
             match got.cmp(want) {
@@ -93,29 +131,28 @@ impl KeyPrefixes {
     }
 
     /// The positions `lo..hi` whose key may equal `key`: every key before `lo` is less
-    /// than `key` and every key from `hi` on is greater.
-    pub fn candidates(&self, key: &[u8]) -> (usize, usize) {
+    /// than `key` and every key from `hi` on is greater. `buf` holds the section.
+    pub fn candidates(&self, buf: &[u8], key: &[u8]) -> (usize, usize) {
         let n = self.len;
-        match self.cmp_common(key) {
+        match self.cmp_common(buf, key) {
             Ordering::Less => return (0, 0),
             Ordering::Greater => return (n, n),
             Ordering::Equal => {}
         }
         let w = word(key, self.common_len);
-        let words = self.words();
         // The first group starting at or after `w`: the first word >= `w` is in the group
         // before it, or is its first.
-        let g = self.group_firsts().partition_point(|&x| x < w);
+        let g = lower_bound(0, n.div_ceil(GROUP), |g| self.group_first(buf, g) < w);
         let start = g.saturating_sub(1) * GROUP;
         let end = (g * GROUP).min(n);
-        let lo = start + words[start..end].partition_point(|&x| x < w);
+        let lo = lower_bound(start, end, |i| self.word(buf, i) < w);
         // Ties are rare (keys that agree on these 8 bytes): step over a few, then search.
         let mut hi = lo;
-        while hi < n && words[hi] == w && hi - lo < GROUP {
+        while hi < n && self.word(buf, hi) == w && hi - lo < GROUP {
             hi += 1;
         }
-        if hi < n && words[hi] == w {
-            hi += words[hi..].partition_point(|&x| x == w);
+        if hi < n && self.word(buf, hi) == w {
+            hi = lower_bound(hi, n, |i| self.word(buf, i) == w);
         }
         (lo, hi)
     }
@@ -138,9 +175,11 @@ mod tests {
                 k.splice(0..0, shared.iter().copied());
             }
             keys.sort();
-            let p = KeyPrefixes::new(keys.iter().map(|k| k.as_slice()));
+            let mut buf = vec![0xAA; 3];
+            let p = KeyPrefixes::build(keys.iter().map(|k| k.as_slice()), &mut buf);
+            prop_assert_eq!(buf.len(), 3 + p.section_bytes());
             for probe in [probe.clone(), [shared.clone(), probe].concat()] {
-                let (lo, hi) = p.candidates(&probe);
+                let (lo, hi) = p.candidates(&buf, &probe);
                 prop_assert!(lo <= hi && hi <= keys.len());
                 prop_assert!(keys[..lo].iter().all(|k| *k < probe));
                 prop_assert!(keys[hi..].iter().all(|k| *k > probe));
@@ -153,10 +192,11 @@ mod tests {
     #[test]
     fn keys_shorter_than_the_common_prefix() {
         let keys: Vec<&[u8]> = vec![b"tab/1", b"tab/2"];
-        let p = KeyPrefixes::new(keys.iter().copied());
-        assert_eq!(p.candidates(b"ta"), (0, 0));
-        assert_eq!(p.candidates(b"tb"), (2, 2));
-        assert_eq!(p.candidates(b"tab/15"), (1, 1));
-        assert_eq!(p.candidates(b"tab/2"), (1, 2));
+        let mut buf = Vec::new();
+        let p = KeyPrefixes::build(keys.iter().copied(), &mut buf);
+        assert_eq!(p.candidates(&buf, b"ta"), (0, 0));
+        assert_eq!(p.candidates(&buf, b"tb"), (2, 2));
+        assert_eq!(p.candidates(&buf, b"tab/15"), (1, 1));
+        assert_eq!(p.candidates(&buf, b"tab/2"), (1, 2));
     }
 }

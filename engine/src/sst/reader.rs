@@ -21,6 +21,8 @@ pub struct SstReader<F: Fs> {
     index: Vec<IndexEntry>,
     /// Prefixes of the index's keys (the search over the index runs on these).
     index_prefixes: KeyPrefixes,
+    /// The buffer `index_prefixes` lies in.
+    index_prefix_buf: Vec<u8>,
     bloom: Vec<u8>,
     cache: Rc<BlockCache>,
     /// This file's blocks in the cache, by block number (the cache owns them).
@@ -84,7 +86,11 @@ impl<F: Fs> SstReader<F> {
                 ));
             }
         }
-        let index_prefixes = KeyPrefixes::new(index.iter().map(|h| h.last_key.as_slice()));
+        let mut index_prefix_buf = Vec::new();
+        let index_prefixes = KeyPrefixes::build(
+            index.iter().map(|h| h.last_key.as_slice()),
+            &mut index_prefix_buf,
+        );
         let cached = RefCell::new((0..index.len()).map(|_| Weak::new()).collect());
         Ok(SstReader {
             path: path.to_path_buf(),
@@ -92,6 +98,7 @@ impl<F: Fs> SstReader<F> {
             file,
             index,
             index_prefixes,
+            index_prefix_buf,
             bloom,
             cache,
             cached,
@@ -139,7 +146,7 @@ impl<F: Fs> SstReader<F> {
 
     /// Index of the first block that may hold entries >= (key, seq).
     fn first_block_at_or_after(&self, key: &[u8], seq: Seq) -> usize {
-        let (lo, hi) = self.index_prefixes.candidates(key);
+        let (lo, hi) = self.index_prefixes.candidates(&self.index_prefix_buf, key);
         lo + self.index[lo..hi]
             .partition_point(|h| cmp_internal(&h.last_key, h.last_seq, key, seq).is_lt())
     }
