@@ -1,26 +1,59 @@
-//! The block cache: decoded data blocks shared by all readers of a shard, bounded by a
-//! byte budget, evicted by second chance (CLOCK).
+//! The block cache: decoded data blocks of all SSTs of a shard, bounded by a byte
+//! budget, evicted by second chance (CLOCK).
 //!
-//! The cache owns the blocks; each SST reader finds its cached blocks through a weak
-//! reference per block number, so a hit costs no hash lookup, and sets the block's own
-//! `referenced` flag (on a line the read touches anyway) where an LRU list would relink
-//! nodes.
+//! Each SST reader keeps its cached blocks in a slot per block number (`BlockSlots`),
+//! so a hit costs no hash lookup: one slot, then the block. The hit sets the slot's
+//! `hot` flag; the cache's clock ring names (reader slots, block number) and, when the
+//! hand passes a slot that is not hot, empties it (the block is freed once no iterator
+//! holds it).
 
 use crate::sst::block::DecodedBlock;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-pub type Block = Rc<DecodedBlock>;
+pub type Block = DecodedBlock;
+
+/// One reader's cached blocks, by block number.
+pub struct BlockSlots {
+    slots: Vec<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    block: Cell<Option<Block>>,
+    /// Read since the clock hand last passed.
+    hot: Cell<bool>,
+}
+
+impl BlockSlots {
+    pub fn new(blocks: usize) -> Rc<BlockSlots> {
+        Rc::new(BlockSlots {
+            slots: (0..blocks).map(|_| Slot::default()).collect(),
+        })
+    }
+
+    /// Block `i` if cached (marking it read).
+    pub fn get(&self, i: usize) -> Option<Block> {
+        let s = &self.slots[i];
+        let b = s.block.take();
+        let out = b.clone();
+        s.block.set(b);
+        if out.is_some() {
+            s.hot.set(true);
+        }
+        out
+    }
+}
 
 pub struct BlockCache {
     inner: RefCell<Inner>,
 }
 
 struct Inner {
-    /// Every cached block once, with its file and charge, in the order the clock hand
-    /// visits them.
-    clock: VecDeque<(u64, usize, Block)>,
+    /// Every cached block once: its file, charge, reader slots and block number, in the
+    /// order the clock hand visits them.
+    clock: VecDeque<(u64, usize, Rc<BlockSlots>, usize)>,
     bytes: usize,
     budget_bytes: usize,
     hits: u64,
@@ -40,31 +73,37 @@ impl BlockCache {
         }
     }
 
-    /// Counts a read served by a cached block (found by its reader).
-    pub fn hit(&self, block: &DecodedBlock) {
-        block.referenced.set(true);
+    /// Counts a read served from a reader's slots.
+    pub fn hit(&self) {
         self.inner.borrow_mut().hits += 1;
     }
 
-    /// Takes a block just read from `file_no` (counted as a miss); it stays while it
-    /// is read often enough to survive the clock hand, within the budget.
-    pub fn insert(&self, file_no: u64, block: Block) {
+    /// Takes block `i` of file `file_no`, just read (counted as a miss), into `slots`; it
+    /// stays while it is read often enough to survive the clock hand, within the budget.
+    pub fn insert(&self, file_no: u64, slots: &Rc<BlockSlots>, i: usize, block: Block) {
         let bytes = block.heap_bytes();
-        let mut i = self.inner.borrow_mut();
-        i.misses += 1;
-        if bytes > i.budget_bytes {
+        let mut c = self.inner.borrow_mut();
+        c.misses += 1;
+        if bytes > c.budget_bytes {
             return;
         }
-        i.clock.push_back((file_no, bytes, block));
-        i.bytes += bytes;
-        while i.bytes > i.budget_bytes {
-            let Some((f, b, block)) = i.clock.pop_front() else {
+        let slot = &slots.slots[i];
+        if slot.block.replace(Some(block)).is_some() {
+            // Already cached (two reads of a block raced): the slot is in the ring.
+            return;
+        }
+        slot.hot.set(false);
+        c.clock.push_back((file_no, bytes, slots.clone(), i));
+        c.bytes += bytes;
+        while c.bytes > c.budget_bytes {
+            let Some((f, b, s, j)) = c.clock.pop_front() else {
                 break;
             };
-            if block.referenced.replace(false) {
-                i.clock.push_back((f, b, block));
+            if s.slots[j].hot.replace(false) {
+                c.clock.push_back((f, b, s, j));
             } else {
-                i.bytes -= b;
+                s.slots[j].block.set(None);
+                c.bytes -= b;
             }
         }
     }
@@ -73,9 +112,10 @@ impl BlockCache {
     pub fn forget_file(&self, file_no: u64) {
         let mut i = self.inner.borrow_mut();
         let Inner { clock, bytes, .. } = &mut *i;
-        clock.retain(|(f, b, _)| {
+        clock.retain(|(f, b, s, j)| {
             if *f == file_no {
                 *bytes -= b;
+                s.slots[*j].block.set(None);
             }
             *f != file_no
         });
@@ -99,7 +139,7 @@ mod tests {
             seq: 1,
             value: Some(vec![7; 100]),
         });
-        Rc::new(DecodedBlock::decode(&b.finish()).unwrap())
+        DecodedBlock::decode(&b.finish()).unwrap()
     }
 
     #[test]
@@ -107,24 +147,23 @@ mod tests {
         let per = block().heap_bytes();
         assert!(per > 100);
         let c = BlockCache::new(10 * per);
-        let blocks: Vec<Block> = (0..20).map(|_| block()).collect();
-        for b in &blocks[..10] {
-            c.insert(1, b.clone());
+        let one = BlockSlots::new(20);
+        for i in 0..10 {
+            c.insert(1, &one, i, block());
         }
-        c.hit(&blocks[0]);
-        for b in &blocks[10..12] {
-            c.insert(1, b.clone());
+        assert!(one.get(0).is_some());
+        for i in 10..12 {
+            c.insert(1, &one, i, block());
         }
         assert!(c.stats().0 <= 10 * per);
         // The block read since the hand last passed survived; the next oldest did not.
-        let held = |b: &Block| Rc::strong_count(b) > 1;
-        assert!(held(&blocks[0]));
-        assert!(!held(&blocks[1]) && !held(&blocks[2]));
-        assert!(held(&blocks[3]) && held(&blocks[11]));
-        c.insert(2, blocks[12].clone());
+        assert!(one.get(0).is_some());
+        assert!(one.get(1).is_none() && one.get(2).is_none());
+        assert!(one.get(3).is_some() && one.get(11).is_some());
+        let two = BlockSlots::new(1);
+        c.insert(2, &two, 0, block());
         c.forget_file(1);
         assert_eq!(c.stats().0, per);
-        assert!(held(&blocks[12]) && !held(&blocks[0]));
-        assert_eq!(c.stats().1, 1);
+        assert!(two.get(0).is_some() && one.get(0).is_none());
     }
 }

@@ -7,6 +7,7 @@
 
 use super::prefix::KeyPrefixes;
 use crate::entry::{cmp_internal, get_u64, get_varint, put_varint, Entry, Seq};
+use std::rc::Rc;
 
 const KIND_DELETE: u8 = 0;
 const KIND_PUT: u8 = 1;
@@ -100,25 +101,24 @@ impl Slot {
     }
 }
 
-/// A decoded data block as the cache holds it, in one buffer: the keys' prefix section
-/// (for the search), a fixed-size slot per entry, then every key in full and every
-/// value. A point get touches a few adjacent cache lines of one allocation.
-#[derive(Debug)]
+/// A decoded data block as the cache holds it, in one reference-counted buffer (the
+/// counts and the bytes in one allocation): a header, the keys' prefix section (for the
+/// search), a fixed-size slot per entry, then every key in full and every value. A
+/// point get touches a few adjacent cache lines of one allocation. Clones share it.
+#[derive(Clone, Debug)]
 pub struct DecodedBlock {
-    buf: Vec<u8>,
-    prefixes: KeyPrefixes,
-    slots_at: usize,
-    data_at: usize,
-    len: usize,
-    /// Read since the block cache's clock hand last passed it.
-    pub(crate) referenced: std::cell::Cell<bool>,
+    buf: Rc<[u8]>,
 }
+
+/// Header: entries, slots offset, data offset, then the prefix section's parts (offset,
+/// common prefix length, keys), each a native-endian u32.
+const HEADER_BYTES: usize = 24;
 
 impl DecodedBlock {
     /// Decodes a whole data block (any bytes: malformed ones give an error).
     pub fn decode(buf: &[u8]) -> Result<DecodedBlock, &'static str> {
         // Offsets are u32: far beyond any block (a few KiB), even with keys expanded.
-        if buf.len() > (u32::MAX / 4) as usize {
+        if buf.len() > (u32::MAX / 8) as usize {
             return Err("data block too large");
         }
         let offset = |n: usize| u32::try_from(n).map_err(|_| "data block too large");
@@ -164,7 +164,7 @@ impl DecodedBlock {
             });
         }
         let key = |s: &Slot| &data[s.key_off as usize..(s.key_off + s.key_len) as usize];
-        let mut out = Vec::new();
+        let mut out = vec![0u8; HEADER_BYTES];
         let prefixes = KeyPrefixes::build(slots.iter().map(key), &mut out);
         let slots_at = out.len();
         out.reserve_exact(slots.len() * SLOT_BYTES + data.len());
@@ -173,31 +173,35 @@ impl DecodedBlock {
         }
         let data_at = out.len();
         out.extend_from_slice(&data);
-        Ok(DecodedBlock {
-            buf: out,
-            prefixes,
-            slots_at,
-            data_at,
-            len: slots.len(),
-            referenced: std::cell::Cell::new(false),
-        })
+        let (p_at, p_common, p_len) = prefixes.parts();
+        for (i, v) in [slots.len(), slots_at, data_at, p_at, p_common, p_len]
+            .into_iter()
+            .enumerate()
+        {
+            out[i * 4..i * 4 + 4].copy_from_slice(&offset(v)?.to_ne_bytes());
+        }
+        Ok(DecodedBlock { buf: out.into() })
+    }
+
+    fn header(&self, i: usize) -> usize {
+        u32::from_ne_bytes(self.buf[i * 4..i * 4 + 4].try_into().expect("4 bytes")) as usize
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.header(0)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     fn slot(&self, i: usize) -> Slot {
-        assert!(i < self.len, "entry {i} of a block of {}", self.len);
-        Slot::read(&self.buf[self.slots_at + i * SLOT_BYTES..][..SLOT_BYTES])
+        assert!(i < self.len(), "entry {i} of a block of {}", self.len());
+        Slot::read(&self.buf[self.header(1) + i * SLOT_BYTES..][..SLOT_BYTES])
     }
 
     fn data(&self, off: u32, len: u32) -> &[u8] {
-        &self.buf[self.data_at + off as usize..][..len as usize]
+        &self.buf[self.header(2) + off as usize..][..len as usize]
     }
 
     pub fn key(&self, i: usize) -> &[u8] {
@@ -224,14 +228,15 @@ impl DecodedBlock {
         }
     }
 
-    /// Memory held (for the cache's budget).
+    /// Memory held (for the cache's budget): the buffer and its reference counts.
     pub fn heap_bytes(&self) -> usize {
-        self.buf.capacity() + std::mem::size_of::<DecodedBlock>()
+        self.buf.len() + 16
     }
 
     /// Position of the first entry >= (key, seq) in internal order.
     pub fn seek(&self, key: &[u8], seq: Seq) -> usize {
-        let (mut lo, mut hi) = self.prefixes.candidates(&self.buf, key);
+        let prefixes = KeyPrefixes::from_parts(self.header(3), self.header(4), self.header(5));
+        let (mut lo, mut hi) = prefixes.candidates(&self.buf, key);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if cmp_internal(self.key(mid), self.seq(mid), key, seq).is_lt() {

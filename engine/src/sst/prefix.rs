@@ -88,6 +88,19 @@ impl KeyPrefixes {
         p
     }
 
+    /// (offset, common prefix length, keys): what `from_parts` rebuilds it from.
+    pub fn parts(&self) -> (usize, usize, usize) {
+        (self.at, self.common_len, self.len)
+    }
+
+    pub fn from_parts(at: usize, common_len: usize, len: usize) -> KeyPrefixes {
+        KeyPrefixes {
+            at,
+            common_len,
+            len,
+        }
+    }
+
     /// Bytes of the section.
     pub fn section_bytes(&self) -> usize {
         (self.common_len.div_ceil(8) + self.len.div_ceil(GROUP) + self.len) * 8

@@ -6,13 +6,12 @@ use super::bloom::{self, KeyHash};
 use super::format::{read_block, BlockHandle, Footer, FOOTER_BYTES};
 use super::prefix::KeyPrefixes;
 use super::writer::{decode_meta, SstMeta};
-use crate::cache::{Block, BlockCache};
+use crate::cache::{Block, BlockCache, BlockSlots};
 use crate::entry::{cmp_internal, Entry, Seq};
 use crate::error::{corrupt, io_err, Result};
 use rdb_io::fs::{File, Fs};
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 pub struct SstReader<F: Fs> {
     pub path: PathBuf,
@@ -25,8 +24,8 @@ pub struct SstReader<F: Fs> {
     index_prefix_buf: Vec<u8>,
     bloom: Vec<u8>,
     cache: Rc<BlockCache>,
-    /// This file's blocks in the cache, by block number (the cache owns them).
-    cached: RefCell<Vec<Weak<DecodedBlock>>>,
+    /// This file's blocks in the cache, by block number.
+    cached: Rc<BlockSlots>,
 }
 
 impl<F: Fs> SstReader<F> {
@@ -91,7 +90,7 @@ impl<F: Fs> SstReader<F> {
             index.iter().map(|h| h.last_key.as_slice()),
             &mut index_prefix_buf,
         );
-        let cached = RefCell::new((0..index.len()).map(|_| Weak::new()).collect());
+        let cached = BlockSlots::new(index.len());
         Ok(SstReader {
             path: path.to_path_buf(),
             meta,
@@ -111,13 +110,13 @@ impl<F: Fs> SstReader<F> {
 
     /// Data block `i`, decoded, from the cache or the disk (then cached).
     pub async fn block(&self, i: usize) -> Result<Block> {
-        if let Some(b) = self.cached.borrow()[i].upgrade() {
-            self.cache.hit(&b);
+        if let Some(b) = self.cached.get(i) {
+            self.cache.hit();
             return Ok(b);
         }
-        let block = Rc::new(self.read_block(i).await?);
-        self.cached.borrow_mut()[i] = Rc::downgrade(&block);
-        self.cache.insert(self.meta.file_no, block.clone());
+        let block = self.read_block(i).await?;
+        self.cache
+            .insert(self.meta.file_no, &self.cached, i, block.clone());
         Ok(block)
     }
 
