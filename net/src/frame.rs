@@ -30,12 +30,21 @@ pub fn parse_header(b: &[u8; HEADER_BYTES]) -> Header {
     }
 }
 
+/// A START query's term and global optargs.
 #[derive(Debug)]
-pub enum Query {
-    Start {
+pub enum StartBody {
+    /// As JSON: parsed into terms when the query runs (errors included).
+    Json {
         term: Value,
         global_optargs: Map<String, Value>,
     },
+    /// Already parsed by the fast path (`rdb_query::term_fast`).
+    Parsed(rdb_query::term_fast::Start),
+}
+
+#[derive(Debug)]
+pub enum Query {
+    Start(StartBody),
     Continue,
     Stop,
     NoreplyWait,
@@ -52,6 +61,9 @@ pub enum BodyError {
 }
 
 pub fn parse_body(body: &[u8]) -> Result<Query, BodyError> {
+    if let Some(parsed) = rdb_query::term_fast::parse_start(body) {
+        return Ok(Query::Start(StartBody::Parsed(parsed)));
+    }
     let v: Value = serde_json::from_slice(body).map_err(|_| BodyError::Unparseable)?;
     let Value::Array(items) = v else {
         return Err(BodyError::Malformed(
@@ -76,10 +88,10 @@ pub fn parse_body(body: &[u8]) -> Result<Query, BodyError> {
                     ))
                 }
             };
-            Query::Start {
+            Query::Start(StartBody::Json {
                 term,
                 global_optargs,
-            }
+            })
         }
         CONTINUE => Query::Continue,
         STOP => Query::Stop,
@@ -109,8 +121,12 @@ mod tests {
     #[test]
     fn bodies() {
         assert!(matches!(
-            parse_body(b"[1,[1,[1]],{}]"),
-            Ok(Query::Start { .. })
+            parse_body(b"[1,[10,[1]],{}]"),
+            Ok(Query::Start(StartBody::Parsed(_)))
+        ));
+        assert!(matches!(
+            parse_body(b"[1,[10,[2.5]],{}]"),
+            Ok(Query::Start(StartBody::Json { .. }))
         ));
         assert!(matches!(parse_body(b"[2]"), Ok(Query::Continue)));
         assert_eq!(parse_body(b"{").unwrap_err(), BodyError::Unparseable);

@@ -1,7 +1,7 @@
 //! One connection's query state: runs START queries, keeps open cursors for CONTINUE
 //! and STOP, and turns results and errors into response frames.
 
-use crate::frame::{BodyError, Query};
+use crate::frame::{BodyError, Query, StartBody};
 use crate::response::{self, client_error};
 use rdb_query::error::{logic, ErrorKind};
 use rdb_query::eval::feed::{self, FeedControl};
@@ -98,10 +98,7 @@ impl Session {
             }
         };
         match q {
-            Query::Start {
-                term,
-                global_optargs,
-            } => {
+            Query::Start(body) => {
                 if self.cursors.len() >= CURSORS_MAX {
                     let e = ReqlError::new(
                         ErrorKind::ResourceLimit,
@@ -110,7 +107,7 @@ impl Session {
                     return Step::Reply(Some(response::error(token, &e)));
                 }
                 let store = self.store.clone();
-                Step::Run(Box::new(move || start(token, &term, global_optargs, store)))
+                Step::Run(Box::new(move || start(token, body, store)))
             }
             Query::Continue => match self.cursors.remove(&token) {
                 Some(c) => Step::Run(Box::new(move || {
@@ -204,14 +201,21 @@ pub fn noreply_wait_done(token: u64) -> Vec<u8> {
     response::success(token, response::WAIT_COMPLETE, &[], None)
 }
 
-fn start(
-    token: u64,
-    term_json: &serde_json::Value,
-    optargs_json: serde_json::Map<String, serde_json::Value>,
-    store: Option<Rc<Store>>,
-) -> Outcome {
+fn start(token: u64, body: StartBody, store: Option<Rc<Store>>) -> Outcome {
     let started = Instant::now();
-    let (globals, noreply) = match eval_global_optargs(&optargs_json) {
+    let globals = match &body {
+        StartBody::Json { global_optargs, .. } => eval_global_optargs(
+            global_optargs
+                .iter()
+                .map(|(k, v)| (k.as_str(), GlobalOptarg::Json(v))),
+        ),
+        StartBody::Parsed((_, optargs)) => eval_global_optargs(
+            optargs
+                .iter()
+                .map(|(k, t)| (k.as_str(), GlobalOptarg::Term(t))),
+        ),
+    };
+    let (globals, noreply) = match globals {
         Ok(g) => g,
         Err(e) => {
             return Outcome {
@@ -224,7 +228,10 @@ fn start(
     let batch_rows = batch_limit(&globals, "max_batch_rows", BATCH_ROWS_DEFAULT);
     let batch_bytes = batch_limit(&globals, "max_batch_bytes", BATCH_BYTES_DEFAULT);
     let result = (|| -> Result<(Val, Rc<Ctx>), ReqlError> {
-        let t = term::parse(term_json)?;
+        let t = match &body {
+            StartBody::Json { term, .. } => term::parse(term)?,
+            StartBody::Parsed((t, _)) => t.clone(),
+        };
         eval::check(&t)?;
         let ctx = Ctx::with_store(globals, store)?;
         let v = eval::table::plain(eval::eval(&ctx, &Env::default(), &t)?);
@@ -366,26 +373,40 @@ fn profile_json(started: Instant) -> String {
     s
 }
 
-/// Evaluates the global optargs (each is a term); returns them and the noreply flag.
-fn eval_global_optargs(
-    m: &serde_json::Map<String, serde_json::Value>,
+/// A global optarg's value: JSON still to parse, or a term the fast path parsed.
+enum GlobalOptarg<'a> {
+    Json(&'a serde_json::Value),
+    Term(&'a Rc<term::Term>),
+}
+
+/// Evaluates the global optargs (each is a term), in key order; returns them and the
+/// noreply flag.
+fn eval_global_optargs<'a>(
+    m: impl Iterator<Item = (&'a str, GlobalOptarg<'a>)>,
 ) -> Result<(HashMap<String, Datum>, bool), ReqlError> {
     let mut out = HashMap::new();
-    let scratch = Ctx::new(HashMap::new())?;
+    let mut scratch = None;
     for (k, v) in m {
-        if !GLOBAL_OPTARGS.contains(&k.as_str()) {
+        if !GLOBAL_OPTARGS.contains(&k) {
             return Err(ReqlError::new(
                 ErrorKind::Compile,
                 format!("Unrecognized global optional argument `{k}`."),
             ));
         }
-        let t = term::parse(v)?;
-        eval::check(&t)?;
-        let d = match eval::eval(&scratch, &Env::default(), &t)? {
-            Val::Db(name) => Datum::str(&*name),
-            other => other.into_datum(&scratch)?,
+        let t = match v {
+            GlobalOptarg::Json(v) => term::parse(v)?,
+            GlobalOptarg::Term(t) => t.clone(),
         };
-        out.insert(k.clone(), d);
+        eval::check(&t)?;
+        let scratch = match &mut scratch {
+            Some(s) => s,
+            None => scratch.insert(Ctx::new(HashMap::new())?),
+        };
+        let d = match eval::eval(scratch, &Env::default(), &t)? {
+            Val::Db(name) => Datum::str(&*name),
+            other => other.into_datum(scratch)?,
+        };
+        out.insert(k.to_owned(), d);
     }
     let noreply = matches!(out.get("noreply"), Some(Datum::Bool(true)));
     Ok((out, noreply))

@@ -11,6 +11,7 @@ pub mod json;
 pub mod keycode;
 pub mod store;
 pub mod term;
+pub mod term_fast;
 pub mod term_type;
 #[cfg(test)]
 mod testgen;
