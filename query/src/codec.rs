@@ -133,7 +133,7 @@ struct Reader<'a> {
     pos: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn byte(&mut self) -> Result<u8, CodecError> {
         let v = *self
             .b
@@ -155,7 +155,7 @@ impl Reader<'_> {
         Err(CodecError("varint too long"))
     }
 
-    fn bytes(&mut self) -> Result<&[u8], CodecError> {
+    fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
         let n = self.varint()?;
         let n = usize::try_from(n).map_err(|_| CodecError("length out of range"))?;
         let end = self
@@ -259,17 +259,16 @@ impl Reader<'_> {
             7 => {
                 let n = self.count()?;
                 let mut o = Object::new();
-                let mut last: Option<String> = None;
+                let mut last: Option<&[u8]> = None;
                 for _ in 0..n {
-                    let k = std::str::from_utf8(self.bytes()?)
-                        .map_err(|_| CodecError("key is not UTF-8"))?
-                        .to_string();
-                    if last.as_ref().is_some_and(|l| l.as_bytes() >= k.as_bytes()) {
+                    let kb = self.bytes()?;
+                    let k = std::str::from_utf8(kb).map_err(|_| CodecError("key is not UTF-8"))?;
+                    if last.is_some_and(|l| l >= kb) {
                         return Err(CodecError("object keys out of order"));
                     }
                     let v = self.datum(depth + 1)?;
-                    last = Some(k.clone());
-                    o.insert(k, v);
+                    last = Some(kb);
+                    o.insert(k.to_owned(), v);
                 }
                 Datum::Object(Arc::new(o))
             }
