@@ -11,6 +11,7 @@
 use crate::json;
 use crate::term::{Op, Term};
 use crate::term_type as tt;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 /// Nesting beyond this takes the general path (which enforces the real limit).
@@ -29,8 +30,7 @@ pub fn parse_start(body: &[u8]) -> Option<Start> {
     }
     p.expect(b',')?;
     let term = p.term(0)?;
-    let optargs = if p.peek()? == b',' {
-        p.pos += 1;
+    let optargs = if p.eat(b',')? {
         p.expect(b'{')?;
         p.object_entries(0)?
     } else {
@@ -59,7 +59,14 @@ impl Parser<'_> {
     }
 
     fn expect(&mut self, c: u8) -> Option<()> {
-        (self.peek()? == c).then(|| self.pos += 1)
+        self.eat(c)?.then_some(())
+    }
+
+    /// Whether the next byte is `c` (consumed if so); `None` at the end of input.
+    fn eat(&mut self, c: u8) -> Option<bool> {
+        let hit = self.peek()? == c;
+        self.pos += usize::from(hit);
+        Some(hit)
     }
 
     /// Digits of a non-negative integer (no sign, fraction or exponent).
@@ -118,26 +125,13 @@ impl Parser<'_> {
                 }
                 let mut args = Vec::new();
                 let mut optargs = Vec::new();
-                if self.peek()? == b',' {
-                    self.pos += 1;
+                if self.eat(b',')? {
                     self.expect(b'[')?;
-                    if self.peek()? == b']' {
-                        self.pos += 1;
-                    } else {
-                        loop {
-                            args.push(self.term(depth + 1)?);
-                            match self.peek()? {
-                                b',' => self.pos += 1,
-                                b']' => {
-                                    self.pos += 1;
-                                    break;
-                                }
-                                _ => return None,
-                            }
-                        }
-                    }
-                    if self.peek()? == b',' {
-                        self.pos += 1;
+                    self.list(b']', |p| {
+                        args.push(p.term(depth + 1)?);
+                        Some(())
+                    })?;
+                    if self.eat(b',')? {
                         self.expect(b'{')?;
                         optargs = self.object_entries(depth + 1)?;
                     }
@@ -183,40 +177,32 @@ impl Parser<'_> {
         }
     }
 
+    /// Comma-separated items through `close` (the opening bracket was just read).
+    fn list(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        if self.eat(close)? {
+            return Some(());
+        }
+        loop {
+            item(self)?;
+            if !self.eat(b',')? {
+                return self.expect(close);
+            }
+        }
+    }
+
     /// The entries of an object whose `{` was just read, through its `}`: values are
     /// terms, in key order, a repeated key keeping its last value (as the general
     /// path's map does).
     fn object_entries(&mut self, depth: usize) -> Option<Vec<(String, Rc<Term>)>> {
-        let mut out: Vec<(String, Rc<Term>)> = Vec::new();
-        if self.peek()? == b'}' {
-            self.pos += 1;
-            return Some(out);
-        }
-        loop {
-            let k = self.string()?;
-            self.expect(b':')?;
-            let v = self.term(depth)?;
-            out.push((k, v));
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    break;
-                }
-                _ => return None,
-            }
-        }
-        // Stable: equal keys stay in input order, so the last of each run is the last
-        // value given.
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut dedup: Vec<(String, Rc<Term>)> = Vec::with_capacity(out.len());
-        for (k, v) in out {
-            match dedup.last_mut() {
-                Some(last) if last.0 == k => last.1 = v,
-                _ => dedup.push((k, v)),
-            }
-        }
-        Some(dedup)
+        // A map, as in the general path: key order, a repeated key keeps its last value.
+        let mut out = BTreeMap::new();
+        self.list(b'}', |p| {
+            let k = p.string()?;
+            p.expect(b':')?;
+            out.insert(k, p.term(depth)?);
+            Some(())
+        })?;
+        Some(out.into_iter().collect())
     }
 }
 

@@ -249,12 +249,6 @@ impl DecodedBlock {
     }
 }
 
-/// Decodes a whole data block into owned entries.
-pub fn decode_block(buf: &[u8]) -> Result<Vec<Entry>, &'static str> {
-    let b = DecodedBlock::decode(buf)?;
-    Ok((0..b.len()).map(|i| b.entry(i)).collect())
-}
-
 /// Index entry: the last entry's key and seq in a data block, and where the block is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexEntry {
@@ -301,6 +295,12 @@ pub fn decode_index(buf: &[u8]) -> Result<Vec<IndexEntry>, &'static str> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Decodes a whole data block into owned entries.
+    fn decode_block(buf: &[u8]) -> Result<Vec<Entry>, &'static str> {
+        let b = DecodedBlock::decode(buf)?;
+        Ok((0..b.len()).map(|i| b.entry(i)).collect())
+    }
 
     proptest! {
         #[test]

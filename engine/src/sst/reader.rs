@@ -283,7 +283,8 @@ impl<F: Fs> SstIter<F> {
 pub struct SstScan<F: Fs> {
     sst: Rc<SstReader<F>>,
     next_block: usize,
-    cur: std::vec::IntoIter<Entry>,
+    /// The block being handed out and the position in it.
+    cur: Option<(DecodedBlock, usize)>,
 }
 
 impl<F: Fs> SstScan<F> {
@@ -291,23 +292,22 @@ impl<F: Fs> SstScan<F> {
         SstScan {
             sst,
             next_block: 0,
-            cur: Vec::new().into_iter(),
+            cur: None,
         }
     }
 
     pub async fn next(&mut self) -> Result<Option<Entry>> {
         loop {
-            if let Some(e) = self.cur.next() {
-                return Ok(Some(e));
+            if let Some((b, i)) = &mut self.cur {
+                if *i < b.len() {
+                    *i += 1;
+                    return Ok(Some(b.entry(*i - 1)));
+                }
             }
             if self.next_block >= self.sst.index.len() {
                 return Ok(None);
             }
-            let b = self.sst.read_block(self.next_block).await?;
-            self.cur = (0..b.len())
-                .map(|i| b.entry(i))
-                .collect::<Vec<_>>()
-                .into_iter();
+            self.cur = Some((self.sst.read_block(self.next_block).await?, 0));
             self.next_block += 1;
         }
     }
