@@ -40,25 +40,52 @@ pub fn frame(token: u64, body: &str) -> Vec<u8> {
     out
 }
 
+/// Bytes a frame's header takes (token, then body length).
+const FRAME_HEADER_BYTES: usize = 12;
+
+/// A frame for `token` whose body is written by `body` into a string that starts with
+/// room for the header: the body is not copied again.
+fn frame_with(token: u64, body: impl FnOnce(&mut String)) -> Vec<u8> {
+    let mut s = String::with_capacity(64);
+    s.push_str("\0\0\0\0\0\0\0\0\0\0\0\0");
+    body(&mut s);
+    let mut out = s.into_bytes();
+    let len = (out.len() - FRAME_HEADER_BYTES) as u32;
+    out[..8].copy_from_slice(&token.to_le_bytes());
+    out[8..FRAME_HEADER_BYTES].copy_from_slice(&len.to_le_bytes());
+    out
+}
+
 /// A success response holding `items`, with optional profile JSON.
 pub fn success(token: u64, t: u32, items: &[Datum], profile: Option<&str>) -> Vec<u8> {
-    let mut s = String::with_capacity(32);
-    s.push_str("{\"t\":");
-    s.push_str(&t.to_string());
-    s.push_str(",\"r\":[");
-    for (i, d) in items.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
+    frame_with(token, |s| {
+        s.push_str("{\"t\":");
+        s.push_str(&t.to_string());
+        s.push_str(",\"r\":[");
+        for (i, d) in items.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            write_json(s, d);
         }
-        write_json(&mut s, d);
-    }
-    s.push(']');
-    if let Some(p) = profile {
-        s.push_str(",\"p\":");
-        s.push_str(p);
-    }
-    s.push('}');
-    frame(token, &s)
+        s.push(']');
+        if let Some(p) = profile {
+            s.push_str(",\"p\":");
+            s.push_str(p);
+        }
+        s.push('}');
+    })
+}
+
+/// A success response holding one item given as JSON text.
+pub fn success_json(token: u64, t: u32, item: &str) -> Vec<u8> {
+    frame_with(token, |s| {
+        s.push_str("{\"t\":");
+        s.push_str(&t.to_string());
+        s.push_str(",\"r\":[");
+        s.push_str(item);
+        s.push_str("]}");
+    })
 }
 
 pub fn error(token: u64, e: &ReqlError) -> Vec<u8> {
@@ -88,4 +115,27 @@ pub fn error_with_type(token: u64, t: u32, e: &ReqlError) -> Vec<u8> {
 
 pub fn client_error(token: u64, kind: ErrorKind, msg: &str) -> Vec<u8> {
     error_with_type(token, CLIENT_ERROR, &ReqlError::new(kind, msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_written_in_place_match_framed_bodies() {
+        let d = Datum::str("a\"b");
+        let token = 0x0102_0304_0506_0708;
+        assert_eq!(
+            success(token, SUCCESS_ATOM, &[d.clone(), Datum::Null], None),
+            frame(token, "{\"t\":1,\"r\":[\"a\\\"b\",null]}")
+        );
+        assert_eq!(
+            success(token, SUCCESS_SEQUENCE, &[], Some("[]")),
+            frame(token, "{\"t\":2,\"r\":[],\"p\":[]}")
+        );
+        assert_eq!(
+            success_json(token, SUCCESS_ATOM, &rdb_query::json::to_json(&d)),
+            success(token, SUCCESS_ATOM, &[d], None)
+        );
+    }
 }

@@ -201,6 +201,13 @@ pub fn noreply_wait_done(token: u64) -> Vec<u8> {
     response::success(token, response::WAIT_COMPLETE, &[], None)
 }
 
+/// What a query evaluated to.
+enum Answer {
+    /// The JSON of a single datum, written without building it (`eval::point`).
+    Json(String),
+    Val(Val, Rc<Ctx>),
+}
+
 fn start(token: u64, body: StartBody, store: Option<Rc<Store>>) -> Outcome {
     let started = Instant::now();
     let globals = match &body {
@@ -227,19 +234,28 @@ fn start(token: u64, body: StartBody, store: Option<Rc<Store>>) -> Outcome {
     let profile = matches!(globals.get("profile"), Some(Datum::Bool(true)));
     let batch_rows = batch_limit(&globals, "max_batch_rows", BATCH_ROWS_DEFAULT);
     let batch_bytes = batch_limit(&globals, "max_batch_bytes", BATCH_BYTES_DEFAULT);
-    let result = (|| -> Result<(Val, Rc<Ctx>), ReqlError> {
+    let result = (|| -> Result<Answer, ReqlError> {
         let t = match &body {
             StartBody::Json { term, .. } => term::parse(term)?,
             StartBody::Parsed((t, _)) => t.clone(),
         };
         eval::check(&t)?;
         let ctx = Ctx::with_store(globals, store)?;
+        if !profile {
+            if let Some(json) = eval::point::get_json(&ctx, &t) {
+                return Ok(Answer::Json(json));
+            }
+        }
         let v = eval::table::plain(eval::eval(&ctx, &Env::default(), &t)?);
-        Ok((v, ctx))
+        Ok(Answer::Val(v, ctx))
     })();
     let (reply, cursor) = match result {
         Err(e) => (response::error(token, &e), None),
-        Ok((Val::Stream(stream), ctx)) => {
+        Ok(Answer::Json(json)) => (
+            response::success_json(token, response::SUCCESS_ATOM, &json),
+            None,
+        ),
+        Ok(Answer::Val(Val::Stream(stream), ctx)) => {
             let c = Cursor {
                 stream,
                 batch_rows,
@@ -249,7 +265,7 @@ fn start(token: u64, body: StartBody, store: Option<Rc<Store>>) -> Outcome {
             let prof = profile.then(|| profile_json(started));
             next_batch(token, c, prof.as_deref(), false)
         }
-        Ok((v, ctx)) => {
+        Ok(Answer::Val(v, ctx)) => {
             let reply = match result_datum(v, &ctx).and_then(|d| {
                 rdb_query::json::check_serializable(&d)?;
                 Ok(d)

@@ -128,6 +128,24 @@ pub fn field_path(b: &[u8], path: &[&str]) -> Result<Option<Datum>, CodecError> 
     r.datum(0).map(Some)
 }
 
+/// Writes an encoded document as compact JSON, exactly as `json::write_json` writes its
+/// decoding, without building the datum (a point read's answer goes straight from the
+/// stored bytes to the wire). Checks what `decode` checks; on an error, `out` may hold
+/// part of the document.
+pub fn write_json(b: &[u8], out: &mut String) -> Result<(), CodecError> {
+    match b.first() {
+        Some(&CODEC_VERSION) => {}
+        Some(_) => return Err(CodecError("unknown document encoding version")),
+        None => return Err(CodecError("empty document")),
+    }
+    let mut r = Reader { b, pos: 1 };
+    r.json(0, out)?;
+    if r.pos != b.len() {
+        return Err(CodecError("trailing bytes after document"));
+    }
+    Ok(())
+}
+
 struct Reader<'a> {
     b: &'a [u8],
     pos: usize,
@@ -214,6 +232,83 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    fn f64(&mut self) -> Result<f64, CodecError> {
+        let s = self
+            .b
+            .get(self.pos..self.pos + 8)
+            .ok_or(CodecError("document truncated"))?;
+        self.pos += 8;
+        let n = f64::from_le_bytes(s.try_into().map_err(|_| CodecError("document truncated"))?);
+        if !n.is_finite() {
+            return Err(CodecError("non-finite number"));
+        }
+        Ok(n)
+    }
+
+    fn int(&mut self) -> Result<f64, CodecError> {
+        let z = self.varint()?;
+        let i = ((z >> 1) as i64) ^ -((z & 1) as i64);
+        if (i as f64).abs() > EXACT_INT_MAX {
+            return Err(CodecError("integer out of range"));
+        }
+        Ok(i as f64)
+    }
+
+    fn str(&mut self, what: &'static str) -> Result<&'a str, CodecError> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| CodecError(what))
+    }
+
+    /// The JSON of one value (see [`write_json`]); the same checks as `datum`.
+    fn json(&mut self, depth: usize, out: &mut String) -> Result<(), CodecError> {
+        use crate::json::{write_num, write_str};
+        if depth > DEPTH_MAX {
+            return Err(CodecError("document nested too deeply"));
+        }
+        match self.byte()? {
+            0 => out.push_str("null"),
+            1 => out.push_str("false"),
+            2 => out.push_str("true"),
+            3 => write_num(out, self.f64()?),
+            4 => write_num(out, self.int()?),
+            5 => write_str(out, self.str("string is not UTF-8")?),
+            6 => {
+                out.push('[');
+                for i in 0..self.count()? {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    self.json(depth + 1, out)?;
+                }
+                out.push(']');
+            }
+            7 => {
+                out.push('{');
+                let mut last: Option<&[u8]> = None;
+                for i in 0..self.count()? {
+                    let k = self.str("key is not UTF-8")?;
+                    if last.is_some_and(|l| l >= k.as_bytes()) {
+                        return Err(CodecError("object keys out of order"));
+                    }
+                    last = Some(k.as_bytes());
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_str(out, k);
+                    out.push(':');
+                    self.json(depth + 1, out)?;
+                }
+                out.push('}');
+            }
+            8 => {
+                out.push_str("{\"$reql_type$\":\"BINARY\",\"data\":");
+                write_str(out, &crate::json::encode_base64(self.bytes()?));
+                out.push('}');
+            }
+            _ => return Err(CodecError("unknown type tag")),
+        }
+        Ok(())
+    }
+
     fn datum(&mut self, depth: usize) -> Result<Datum, CodecError> {
         if depth > DEPTH_MAX {
             return Err(CodecError("document nested too deeply"));
@@ -222,32 +317,9 @@ impl<'a> Reader<'a> {
             0 => Datum::Null,
             1 => Datum::Bool(false),
             2 => Datum::Bool(true),
-            3 => {
-                let s = self
-                    .b
-                    .get(self.pos..self.pos + 8)
-                    .ok_or(CodecError("document truncated"))?;
-                self.pos += 8;
-                let n =
-                    f64::from_le_bytes(s.try_into().map_err(|_| CodecError("document truncated"))?);
-                if !n.is_finite() {
-                    return Err(CodecError("non-finite number"));
-                }
-                Datum::Num(n)
-            }
-            4 => {
-                let z = self.varint()?;
-                let i = ((z >> 1) as i64) ^ -((z & 1) as i64);
-                if (i as f64).abs() > EXACT_INT_MAX {
-                    return Err(CodecError("integer out of range"));
-                }
-                Datum::Num(i as f64)
-            }
-            5 => {
-                let s = std::str::from_utf8(self.bytes()?)
-                    .map_err(|_| CodecError("string is not UTF-8"))?;
-                Datum::str(s)
-            }
+            3 => Datum::Num(self.f64()?),
+            4 => Datum::Num(self.int()?),
+            5 => Datum::str(self.str("string is not UTF-8")?),
             6 => {
                 let n = self.count()?;
                 let mut v = Vec::with_capacity(n);
@@ -261,8 +333,8 @@ impl<'a> Reader<'a> {
                 let mut o = Object::new();
                 let mut last: Option<&[u8]> = None;
                 for _ in 0..n {
-                    let kb = self.bytes()?;
-                    let k = std::str::from_utf8(kb).map_err(|_| CodecError("key is not UTF-8"))?;
+                    let k = self.str("key is not UTF-8")?;
+                    let kb = k.as_bytes();
                     if last.is_some_and(|l| l >= kb) {
                         return Err(CodecError("object keys out of order"));
                     }
@@ -314,6 +386,28 @@ mod tests {
         }
 
         #[test]
+        fn json_of_the_bytes_is_json_of_the_datum(d in arb_datum()) {
+            let b = encode(&d).unwrap();
+            let mut out = String::new();
+            write_json(&b, &mut out).unwrap();
+            prop_assert_eq!(out, crate::json::to_json(&d));
+        }
+
+        #[test]
+        fn json_fails_exactly_where_decoding_does(b in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut v = vec![CODEC_VERSION];
+            v.extend_from_slice(&b);
+            for bytes in [&b[..], &v[..]] {
+                let mut out = String::new();
+                match (decode(bytes), write_json(bytes, &mut out)) {
+                    (Ok(d), Ok(())) => prop_assert_eq!(out, crate::json::to_json(&d)),
+                    (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                    (a, b) => prop_assert!(false, "decode {:?} but json {:?}", a, b),
+                }
+            }
+        }
+
+        #[test]
         fn garbage_never_panics(b in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode(&b);
             let mut v = vec![CODEC_VERSION];
@@ -327,6 +421,7 @@ mod tests {
             let b = encode(&d).unwrap();
             for cut in 0..b.len() {
                 prop_assert!(decode(&b[..cut]).is_err());
+                prop_assert!(write_json(&b[..cut], &mut String::new()).is_err());
             }
         }
     }

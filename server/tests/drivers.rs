@@ -39,3 +39,10 @@ fn js_driver() {
     let s = common::start("js", &[]);
     run_script("node", "js_driver.js", s.port, "");
 }
+
+#[test]
+fn python_point_reads_match_the_evaluator() {
+    // Two cores: some documents live on the other core's shard.
+    let s = common::start("pget", &["--cores", "2"]);
+    run_script("python3", "point_get.py", s.port, "");
+}

@@ -14,6 +14,7 @@ pub mod http;
 pub mod index;
 pub mod js;
 mod object;
+pub mod point;
 mod pretty;
 mod seq;
 mod string;

@@ -49,7 +49,7 @@ pub(super) fn op_failed(msg: impl Into<String>) -> ReqlError {
 }
 
 /// The default database: the `db` global optarg, or `test`.
-pub(super) fn default_db(ctx: &Ctx) -> String {
+pub(crate) fn default_db(ctx: &Ctx) -> String {
     match ctx.global_optargs.get("db") {
         Some(Datum::Str(s)) => s.to_string(),
         _ => "test".into(),
