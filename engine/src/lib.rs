@@ -18,4 +18,4 @@ pub mod sst;
 pub use batch::WriteBatch;
 pub use error::{Error, Result};
 pub use rdb_wal::Durability;
-pub use shard::{Shard, ShardOptions, Snapshot, Stats};
+pub use shard::{Shard, ShardOptions, Snapshot, Stats, MEMTABLE_STALL_FACTOR};

@@ -21,6 +21,10 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+/// Writes wait (when maintenance runs in the background) while the memtable holds this
+/// many times `memtable_bytes_max`: see `Shard::write_stalled`.
+pub const MEMTABLE_STALL_FACTOR: usize = 2;
+
 #[derive(Clone, Debug)]
 pub struct ShardOptions {
     /// The memtable is flushed once it holds about this many bytes.
@@ -116,6 +120,8 @@ pub struct Shard<F: Fs> {
     st: RefCell<State<F>>,
     snapshots: Rc<RefCell<BTreeMap<Seq, usize>>>,
     maintaining: Cell<bool>,
+    /// Notified when a full memtable is frozen (writes stalled on it may go on).
+    room: event_listener::Event,
     stats: Cell<Stats>,
     /// Closed log segments kept past their flush, in bytes (see `set_log_retention_bytes`).
     log_retention_bytes: Cell<u64>,
@@ -192,6 +198,7 @@ impl<F: Fs> Shard<F> {
             }),
             snapshots: Rc::new(RefCell::new(BTreeMap::new())),
             maintaining: Cell::new(false),
+            room: event_listener::Event::new(),
             stats: Cell::new(Stats::default()),
             log_retention_bytes: Cell::new(0),
         })
@@ -227,6 +234,9 @@ impl<F: Fs> Shard<F> {
             tracing::error!(dir = %self.dir.display(), "shard stops accepting writes: {e}");
             st.failed = Some(e.to_string());
         }
+        drop(st);
+        // Stalled writes go on, to find the failure.
+        self.room.notify(usize::MAX);
     }
 
     /// Applies a batch atomically; returns the sequence number of its last write.
@@ -337,6 +347,32 @@ impl<F: Fs> Shard<F> {
                 }
             }
             rdb_io::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// True when background maintenance has fallen so far behind that writes must wait
+    /// for it: the memtable holds `MEMTABLE_STALL_FACTOR` times its flush size. Without
+    /// this a write load faster than compaction grows the memtable (and the log) without
+    /// bound. Never when writes maintain the shard themselves.
+    pub fn write_stalled(&self) -> bool {
+        let st = self.st.borrow();
+        !self.opts.maintain_in_writes
+            && st.failed.is_none()
+            && st.mem.borrow().bytes() >= self.opts.memtable_bytes_max * MEMTABLE_STALL_FACTOR
+    }
+
+    /// Waits until writes are no longer stalled (see `write_stalled`); the caller makes
+    /// sure maintenance is running.
+    pub async fn write_room(&self) {
+        loop {
+            if !self.write_stalled() {
+                return;
+            }
+            let listener = self.room.listen();
+            if !self.write_stalled() {
+                return;
+            }
+            listener.await;
         }
     }
 
@@ -574,6 +610,7 @@ impl<F: Fs> Shard<F> {
         }
         let old = std::mem::replace(&mut st.mem, Rc::new(RefCell::new(Memtable::default())));
         st.imm.insert(0, old);
+        self.room.notify(usize::MAX);
     }
 
     async fn maintain_inner(&self) -> Result<()> {

@@ -912,6 +912,13 @@ impl<F: Fs + 'static> ShardOps for LocalShard<F> {
     fn write(self: Rc<Self>, ops: Vec<CasOp>, hard: bool) -> LocalFuture<Result<Vec<CasOutcome>>> {
         Box::pin(async move {
             let stage = Cell::new("starting");
+            if self.shard.write_stalled() {
+                // Flushes and compactions have fallen behind the writes: wait for them
+                // rather than let the memtable grow without bound.
+                self.kick_maintenance();
+                stage.set("waiting for the memtable to be flushed");
+                watched("write", &stage, self.shard.write_room()).await;
+            }
             let r = watched("write", &stage, self.do_write(ops, hard, &stage)).await;
             self.kick_maintenance();
             r
