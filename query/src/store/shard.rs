@@ -437,9 +437,20 @@ impl<F: Fs + 'static> LocalShard<F> {
         Ok(out)
     }
 
+    /// Waits while writes are stalled: flushes and compactions have fallen behind the
+    /// writes, and the memtable must not grow without bound.
+    async fn wait_for_room(self: &Rc<Self>, stage: &Cell<&'static str>) {
+        if self.shard.write_stalled() {
+            self.kick_maintenance();
+            stage.set("waiting for the memtable to be flushed");
+            watched("write", stage, self.shard.write_room()).await;
+        }
+    }
+
     /// Writes a batch that changes no document feeds follow (index builds, purges),
     /// soft; its log record still takes its turn in the publication order.
-    async fn write_without_changes(&self, batch: WriteBatch) -> Result<()> {
+    async fn write_without_changes(self: &Rc<Self>, batch: WriteBatch) -> Result<()> {
+        self.wait_for_room(&Cell::new("writing")).await;
         let (_, lsn) = self
             .shard
             .write_logged(batch, Durability::Soft)
@@ -912,13 +923,7 @@ impl<F: Fs + 'static> ShardOps for LocalShard<F> {
     fn write(self: Rc<Self>, ops: Vec<CasOp>, hard: bool) -> LocalFuture<Result<Vec<CasOutcome>>> {
         Box::pin(async move {
             let stage = Cell::new("starting");
-            if self.shard.write_stalled() {
-                // Flushes and compactions have fallen behind the writes: wait for them
-                // rather than let the memtable grow without bound.
-                self.kick_maintenance();
-                stage.set("waiting for the memtable to be flushed");
-                watched("write", &stage, self.shard.write_room()).await;
-            }
+            self.wait_for_room(&stage).await;
             let r = watched("write", &stage, self.do_write(ops, hard, &stage)).await;
             self.kick_maintenance();
             r
