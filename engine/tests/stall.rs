@@ -15,12 +15,19 @@ fn options(maintain_in_writes: bool) -> ShardOptions {
     }
 }
 
+fn open(seed: u64, maintain_in_writes: bool) -> Shard<MemFs> {
+    block_on(Shard::open(
+        MemFs::new(seed),
+        Path::new("/st"),
+        options(maintain_in_writes),
+    ))
+    .unwrap()
+}
+
 #[test]
 fn writers_wait_for_a_memtable_far_past_its_flush_size() {
     block_on(async {
-        let s = Shard::open(MemFs::new(3), Path::new("/st"), options(false))
-            .await
-            .unwrap();
+        let s = open(3, false);
         let mut i = 0u32;
         while !s.write_stalled() {
             assert!(i < 100_000, "never stalled");
@@ -52,9 +59,7 @@ fn writers_wait_for_a_memtable_far_past_its_flush_size() {
 #[test]
 fn writes_that_maintain_the_shard_never_stall() {
     block_on(async {
-        let s = Shard::open(MemFs::new(4), Path::new("/st"), options(true))
-            .await
-            .unwrap();
+        let s = open(4, true);
         for i in 0..2000u32 {
             s.put(&i.to_be_bytes(), &[7u8; 100], Durability::Soft)
                 .await

@@ -31,17 +31,13 @@ pub fn error_type(kind: ErrorKind) -> u32 {
     }
 }
 
-/// Wraps a JSON body into a frame for `token`.
-pub fn frame(token: u64, body: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + body.len());
-    out.extend_from_slice(&token.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(body.as_bytes());
-    out
-}
-
 /// Bytes a frame's header takes (token, then body length).
 const FRAME_HEADER_BYTES: usize = 12;
+
+/// Wraps a JSON body into a frame for `token`.
+pub fn frame(token: u64, body: &str) -> Vec<u8> {
+    frame_with(token, |s| s.push_str(body))
+}
 
 /// A frame for `token` whose body is written by `body` into a string that starts with
 /// room for the header: the body is not copied again.
@@ -56,18 +52,19 @@ fn frame_with(token: u64, body: impl FnOnce(&mut String)) -> Vec<u8> {
     out
 }
 
-/// A success response holding `items`, with optional profile JSON.
-pub fn success(token: u64, t: u32, items: &[Datum], profile: Option<&str>) -> Vec<u8> {
+/// A success response of type `t` whose items `items` writes (comma-separated), with
+/// optional profile JSON.
+fn success_with(
+    token: u64,
+    t: u32,
+    profile: Option<&str>,
+    items: impl FnOnce(&mut String),
+) -> Vec<u8> {
     frame_with(token, |s| {
         s.push_str("{\"t\":");
         s.push_str(&t.to_string());
         s.push_str(",\"r\":[");
-        for (i, d) in items.iter().enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            write_json(s, d);
-        }
+        items(s);
         s.push(']');
         if let Some(p) = profile {
             s.push_str(",\"p\":");
@@ -77,15 +74,21 @@ pub fn success(token: u64, t: u32, items: &[Datum], profile: Option<&str>) -> Ve
     })
 }
 
+/// A success response holding `items`, with optional profile JSON.
+pub fn success(token: u64, t: u32, items: &[Datum], profile: Option<&str>) -> Vec<u8> {
+    success_with(token, t, profile, |s| {
+        for (i, d) in items.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            write_json(s, d);
+        }
+    })
+}
+
 /// A success response holding one item given as JSON text.
 pub fn success_json(token: u64, t: u32, item: &str) -> Vec<u8> {
-    frame_with(token, |s| {
-        s.push_str("{\"t\":");
-        s.push_str(&t.to_string());
-        s.push_str(",\"r\":[");
-        s.push_str(item);
-        s.push_str("]}");
-    })
+    success_with(token, t, None, |s| s.push_str(item))
 }
 
 pub fn error(token: u64, e: &ReqlError) -> Vec<u8> {

@@ -258,6 +258,16 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.bytes()?).map_err(|_| CodecError(what))
     }
 
+    /// The next key of an object, which must sort after `last` (then becomes it).
+    fn key(&mut self, last: &mut Option<&'a str>) -> Result<&'a str, CodecError> {
+        let k = self.str("key is not UTF-8")?;
+        if last.is_some_and(|l| l.as_bytes() >= k.as_bytes()) {
+            return Err(CodecError("object keys out of order"));
+        }
+        *last = Some(k);
+        Ok(k)
+    }
+
     /// The JSON of one value (see [`write_json`]); the same checks as `datum`.
     fn json(&mut self, depth: usize, out: &mut String) -> Result<(), CodecError> {
         use crate::json::{write_num, write_str};
@@ -283,13 +293,9 @@ impl<'a> Reader<'a> {
             }
             7 => {
                 out.push('{');
-                let mut last: Option<&[u8]> = None;
+                let mut last = None;
                 for i in 0..self.count()? {
-                    let k = self.str("key is not UTF-8")?;
-                    if last.is_some_and(|l| l >= k.as_bytes()) {
-                        return Err(CodecError("object keys out of order"));
-                    }
-                    last = Some(k.as_bytes());
+                    let k = self.key(&mut last)?;
                     if i > 0 {
                         out.push(',');
                     }
@@ -331,15 +337,10 @@ impl<'a> Reader<'a> {
             7 => {
                 let n = self.count()?;
                 let mut o = Object::new();
-                let mut last: Option<&[u8]> = None;
+                let mut last = None;
                 for _ in 0..n {
-                    let k = self.str("key is not UTF-8")?;
-                    let kb = k.as_bytes();
-                    if last.is_some_and(|l| l >= kb) {
-                        return Err(CodecError("object keys out of order"));
-                    }
+                    let k = self.key(&mut last)?;
                     let v = self.datum(depth + 1)?;
-                    last = Some(kb);
                     o.insert(k.to_owned(), v);
                 }
                 Datum::Object(Arc::new(o))

@@ -8,7 +8,7 @@
 //! module never decides what a query means on its own; a property test checks that
 //! whenever it answers, the general path gives the same terms.
 
-use crate::json;
+use crate::datum::Datum;
 use crate::term::{Op, Term};
 use crate::term_type as tt;
 use std::collections::BTreeMap;
@@ -46,7 +46,7 @@ struct Parser<'a> {
     pos: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn skip_ws(&mut self) {
         while matches!(self.b.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.pos += 1;
@@ -87,7 +87,7 @@ impl Parser<'_> {
     }
 
     /// A string without escapes or control characters.
-    fn string(&mut self) -> Option<String> {
+    fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let start = self.pos;
         loop {
@@ -99,7 +99,7 @@ impl Parser<'_> {
         }
         let s = std::str::from_utf8(&self.b[start..self.pos]).ok()?;
         self.pos += 1;
-        Some(s.to_owned())
+        Some(s)
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
@@ -107,8 +107,9 @@ impl Parser<'_> {
         (self.b.get(self.pos..end)? == word).then(|| self.pos = end)
     }
 
-    fn datum(v: serde_json::Value) -> Option<Rc<Term>> {
-        Some(Rc::new(Term::Datum(json::from_json(&v).ok()?)))
+    /// A scalar literal: what `json::from_json` makes of it (no pseudo-type to check).
+    fn datum(d: Datum) -> Option<Rc<Term>> {
+        Some(Rc::new(Term::Datum(d)))
     }
 
     fn term(&mut self, depth: usize) -> Option<Rc<Term>> {
@@ -148,18 +149,18 @@ impl Parser<'_> {
                     optargs,
                 })))
             }
-            b'"' => Self::datum(serde_json::Value::String(self.string()?)),
+            b'"' => Self::datum(Datum::str(self.string()?)),
             b't' => {
                 self.literal(b"true")?;
-                Self::datum(serde_json::Value::Bool(true))
+                Self::datum(Datum::Bool(true))
             }
             b'f' => {
                 self.literal(b"false")?;
-                Self::datum(serde_json::Value::Bool(false))
+                Self::datum(Datum::Bool(false))
             }
             b'n' => {
                 self.literal(b"null")?;
-                Self::datum(serde_json::Value::Null)
+                Self::datum(Datum::Null)
             }
             b'-' => {
                 self.pos += 1;
@@ -167,11 +168,12 @@ impl Parser<'_> {
                 if n == 0 {
                     return None;
                 }
-                Self::datum(serde_json::Value::from(-(n as i64)))
+                // At most 15 digits: exact as an f64.
+                Self::datum(Datum::Num(-(n as f64)))
             }
             b'0'..=b'9' => {
                 let n = self.uint()?;
-                Self::datum(serde_json::Value::from(n))
+                Self::datum(Datum::Num(n as f64))
             }
             _ => None,
         }
@@ -194,10 +196,9 @@ impl Parser<'_> {
     /// terms, in key order, a repeated key keeping its last value (as the general
     /// path's map does).
     fn object_entries(&mut self, depth: usize) -> Option<Vec<(String, Rc<Term>)>> {
-        // A map, as in the general path: key order, a repeated key keeps its last value.
         let mut out = BTreeMap::new();
         self.list(b'}', |p| {
-            let k = p.string()?;
+            let k = p.string()?.to_owned();
             p.expect(b':')?;
             out.insert(k, p.term(depth)?);
             Some(())

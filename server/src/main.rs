@@ -21,10 +21,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Rust bindings name no constant for it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// How long freed memory stays with the allocator before it is returned to the OS. With
-/// mimalloc's default (1 s) a write load gave back every flushed memtable and then paid
-/// a page fault and a page clearing for each page of the next one (16% of a batched
-/// insert's CPU); like jemalloc's decay, 10 s keeps the memory a steady load cycles
-/// through and still returns it once the load stops. `MIMALLOC_PURGE_DELAY` overrides it.
+/// mimalloc's default (1 s) a write load gave freed memtables back (hundreds of madvise
+/// calls a second) and then paid page faults and page clearing to grow the next ones;
+/// like jemalloc's decay, 10 s keeps the memory a steady load cycles through and still
+/// returns it once the load stops. `MIMALLOC_PURGE_DELAY` overrides it.
 const ALLOCATOR_PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
 /// How often each core checks whether shutdown was requested.

@@ -37,7 +37,7 @@ pub struct KeyPrefixes {
 /// Words per group of the two-level search (two cache lines).
 const GROUP: usize = 16;
 
-/// The first `i` in `0..n` for which `less(i)` is false (`less` must be monotone).
+/// The first `i` in `lo..hi` for which `less(i)` is false (`less` must be monotone).
 fn lower_bound(mut lo: usize, mut hi: usize, less: impl Fn(usize) -> bool) -> usize {
     while lo < hi {
         let mid = lo + (hi - lo) / 2;

@@ -161,7 +161,7 @@ impl<F: Fs> SstReader<F> {
     /// `first`): the bytes read, the file offset they start at, and `end`.
     async fn read_run(&self, first: usize, bytes_max: usize) -> Result<Run> {
         let start = self.index[first].offset;
-        let mut stop = start + u64::from(self.index[first].len);
+        let mut stop = start.saturating_add(u64::from(self.index[first].len));
         let mut end = first + 1;
         while let Some(h) = self.index.get(end) {
             let next_stop = h.offset.saturating_add(u64::from(h.len));

@@ -7,7 +7,7 @@
 //! database or table, a bad key, a storage error, a corrupt document), is left to the
 //! evaluator, which then gives the answer or the error exactly as it always does.
 
-use super::table::{default_db, SYSTEM_DB};
+use super::table::{default_db_name, SYSTEM_DB};
 use super::types::check_name;
 use super::Ctx;
 use crate::datum::Datum;
@@ -31,18 +31,18 @@ fn literal_str(t: &Term) -> Option<&str> {
 }
 
 /// The database and table names of `r.table(name)` or `r.db(db).table(name)`.
-fn table_names(ctx: &Ctx, t: &Term) -> Option<(String, String)> {
+fn table_names<'a>(ctx: &'a Ctx, t: &'a Term) -> Option<(&'a str, &'a str)> {
     let (db, name) = match plain_op(t, tt::TABLE, 1) {
-        Some(op) => (default_db(ctx), literal_str(&op.args[0])?),
+        Some(op) => (default_db_name(ctx), literal_str(&op.args[0])?),
         None => {
             let op = plain_op(t, tt::TABLE, 2)?;
             let db = literal_str(&plain_op(&op.args[0], tt::DB, 1)?.args[0])?;
             check_name(db, "Database").ok()?;
-            (db.to_string(), literal_str(&op.args[1])?)
+            (db, literal_str(&op.args[1])?)
         }
     };
     check_name(name, "Table").ok()?;
-    Some((db, name.to_string()))
+    Some((db, name))
 }
 
 /// The answer of `t` as JSON when it is a plain point read (`r.table(name).get(key)`
@@ -59,7 +59,7 @@ pub fn get_json(ctx: &Ctx, t: &Term) -> Option<String> {
         return None;
     }
     let store = ctx.store.as_ref()?;
-    let info = store.table(&db, &name).ok()?;
+    let info = store.table(db, name).ok()?;
     let key = Store::doc_key(&info, pk).ok()?;
     let shard = store.shard_of(&key);
     let mut out = String::new();

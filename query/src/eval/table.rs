@@ -49,10 +49,15 @@ pub(super) fn op_failed(msg: impl Into<String>) -> ReqlError {
 }
 
 /// The default database: the `db` global optarg, or `test`.
-pub(crate) fn default_db(ctx: &Ctx) -> String {
+pub(super) fn default_db(ctx: &Ctx) -> String {
+    default_db_name(ctx).to_string()
+}
+
+/// `default_db`, borrowed.
+pub(super) fn default_db_name(ctx: &Ctx) -> &str {
     match ctx.global_optargs.get("db") {
-        Some(Datum::Str(s)) => s.to_string(),
-        _ => "test".into(),
+        Some(Datum::Str(s)) => s,
+        _ => "test",
     }
 }
 
