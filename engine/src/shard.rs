@@ -737,7 +737,8 @@ impl<F: Fs> Shard<F> {
             self.bump(|s| s.compactions += 1);
             return self.install_version(next_v, Vec::new(), &[]).await;
         }
-        let inputs: Vec<u64> = job.upper.iter().chain(&job.lower).copied().collect();
+        let (lower, barriers) = self.narrow_lower(&job, &readers).await?;
+        let inputs: Vec<u64> = job.upper.iter().chain(&lower).copied().collect();
         let mut sources = Vec::new();
         let mut read_bytes = 0;
         for no in &inputs {
@@ -761,12 +762,32 @@ impl<F: Fs> Shard<F> {
         let mut pending: Vec<Entry> = Vec::new();
         let mut pending_bytes = 0u64;
         let target = self.opts.compaction.target_file_bytes;
+        // The next barrier: outputs never span one.
+        let mut barrier_i = 0;
         while let Some(e) = merge.next().await? {
             if !filter.keep(&e) {
                 continue;
             }
+            let at_barrier = !pending.is_empty()
+                && barriers
+                    .get(barrier_i)
+                    .is_some_and(|b| b.smallest_key <= e.key);
+            while barriers
+                .get(barrier_i)
+                .is_some_and(|b| b.largest_key < e.key)
+            {
+                barrier_i += 1;
+            }
+            assert!(
+                barriers
+                    .get(barrier_i)
+                    .is_none_or(|b| e.key < b.smallest_key),
+                "a compaction input key lies in a file it left out"
+            );
             // Cut files only between user keys: deeper levels never split a key.
-            if pending_bytes >= target && pending.last().is_some_and(|p| p.key != e.key) {
+            if at_barrier
+                || pending_bytes >= target && pending.last().is_some_and(|p| p.key != e.key)
+            {
                 let no = next_v.next_file_no;
                 next_v.next_file_no += 1;
                 outputs.push(self.write_sst(no, &pending).await?);
@@ -788,10 +809,10 @@ impl<F: Fs> Shard<F> {
             s.compactions += 1;
         });
         next_v.levels[job.level].retain(|f| !job.upper.contains(&f.file_no));
-        next_v.levels[job.level + 1].retain(|f| !job.lower.contains(&f.file_no));
+        next_v.levels[job.level + 1].retain(|f| !lower.contains(&f.file_no));
         next_v.levels[job.level + 1].extend(outputs.iter().cloned());
         next_v.levels[job.level + 1].sort_by(|a, b| a.smallest_key.cmp(&b.smallest_key));
-        debug_assert!(
+        assert!(
             next_v.levels[job.level + 1]
                 .windows(2)
                 .all(|w| w[0].largest_key < w[1].smallest_key),
@@ -800,6 +821,40 @@ impl<F: Fs> Shard<F> {
         );
         next_v.number += 1;
         self.install_version(next_v, outputs, &inputs).await
+    }
+
+    /// Splits the job's lower files into those some upper file holds a key of (merged)
+    /// and those it only spans by key range (left in place; the outputs are cut around
+    /// them, sorted by key). Upper files written from several streams of appended keys
+    /// span the gaps between the streams, where the lower level keeps what earlier
+    /// compactions wrote: by key range alone every compaction would rewrite all of it.
+    async fn narrow_lower(
+        &self,
+        job: &compaction::Job,
+        readers: &Readers<F>,
+    ) -> Result<(Vec<u64>, Vec<SstMeta>)> {
+        let mut lower = Vec::new();
+        let mut barriers = Vec::new();
+        for no in &job.lower {
+            let g = &readers[no].meta;
+            let mut touched = false;
+            for u in &job.upper {
+                if readers[u]
+                    .has_key_in(&g.smallest_key, &g.largest_key)
+                    .await?
+                {
+                    touched = true;
+                    break;
+                }
+            }
+            if touched {
+                lower.push(*no);
+            } else {
+                barriers.push(g.clone());
+            }
+        }
+        barriers.sort_by(|a, b| a.smallest_key.cmp(&b.smallest_key));
+        Ok((lower, barriers))
     }
 
     /// Files per level and their bytes (for inspection and tests).

@@ -7,7 +7,7 @@ use super::format::{read_block, BlockHandle, Footer, FOOTER_BYTES};
 use super::prefix::KeyPrefixes;
 use super::writer::{decode_meta, SstMeta};
 use crate::cache::{Block, BlockCache, BlockSlots};
-use crate::entry::{cmp_internal, Entry, Seq};
+use crate::entry::{cmp_internal, Entry, Seq, SEQ_MAX};
 use crate::error::{corrupt, io_err, Result};
 use rdb_io::fs::{File, Fs};
 use std::path::{Path, PathBuf};
@@ -186,6 +186,37 @@ impl<F: Fs> SstReader<F> {
         let (lo, hi) = self.index_prefixes.candidates(&self.index_prefix_buf, key);
         lo + self.index[lo..hi]
             .partition_point(|h| cmp_internal(&h.last_key, h.last_seq, key, seq).is_lt())
+    }
+
+    /// Whether some entry's key lies in `[lo, hi]`. The file's key range only says where
+    /// keys may be: a file written from two streams of appended keys spans the gap between
+    /// them without holding a key in it. Reads at most one block.
+    pub async fn has_key_in(&self, lo: &[u8], hi: &[u8]) -> Result<bool> {
+        let (smallest, largest) = (
+            self.meta.smallest_key.as_slice(),
+            self.meta.largest_key.as_slice(),
+        );
+        if lo > hi || hi < smallest || lo > largest {
+            return Ok(false);
+        }
+        if lo <= smallest || largest <= hi {
+            return Ok(true);
+        }
+        let bi = self.first_block_at_or_after(lo, SEQ_MAX);
+        if bi >= self.index.len() {
+            return Ok(false);
+        }
+        let block = self.block(bi).await?;
+        let i = block.seek(lo, SEQ_MAX);
+        if i >= block.len() {
+            // The index promised an entry at or after `lo` in this block.
+            return Err(corrupt(
+                &self.path,
+                self.index[bi].offset,
+                "block ends before its index entry's key",
+            ));
+        }
+        Ok(block.key(i) <= hi)
     }
 
     /// The newest version of `key` visible at `snap`: `Some(None)` is a tombstone.
@@ -464,5 +495,35 @@ mod tests {
                 other.map(|v| v.len())
             ),
         }
+    }
+
+    #[test]
+    fn has_key_in_looks_inside_the_key_range() {
+        let fs = MemFs::new(3);
+        let path = Path::new("/s/000001.sst");
+        // Two appended streams, "a…" and "c…", with a gap between them (inside a block).
+        let mut want: Vec<Entry> = Vec::new();
+        for (i, prefix) in ["a", "c"].iter().enumerate() {
+            for k in 0..2000u32 {
+                want.push(Entry {
+                    key: format!("{prefix}{k:06}").into_bytes(),
+                    seq: (i as u64) * 10_000 + u64::from(k) + 1,
+                    value: Some(vec![1; 8]),
+                });
+            }
+        }
+        let r = write(&fs, path, &want);
+        let t = |lo: &str, hi: &str| block_on(r.has_key_in(lo.as_bytes(), hi.as_bytes())).unwrap();
+        assert!(!t("b", "b999"), "the gap holds no key");
+        assert!(!t("a001999~", "b"), "just past the first stream");
+        assert!(t("a001999", "b"), "the first stream's last key");
+        assert!(t("b", "c000000"), "the second stream's first key");
+        assert!(t("a000500", "a000500"), "one key inside");
+        assert!(!t("a000500~", "a000500~~"), "between two neighbouring keys");
+        assert!(t("a000500~", "a000501"), "up to the next key");
+        assert!(t("", "~"), "everything");
+        assert!(!t("c002000", "d"), "past the end");
+        assert!(!t("", "a"), "before the start");
+        assert!(!t("c", "b"), "an empty range");
     }
 }
