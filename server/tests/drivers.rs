@@ -46,3 +46,10 @@ fn python_point_reads_match_the_evaluator() {
     let s = common::start("pget", &["--cores", "2"]);
     run_script("python3", "point_get.py", s.port, "");
 }
+
+#[test]
+fn python_inserts_over_stored_rows_see_them() {
+    // Two cores: rows live on both shards.
+    let s = common::start("pins", &["--cores", "2"]);
+    run_script("python3", "insert_rows.py", s.port, "");
+}

@@ -3,7 +3,7 @@
 //! remember their table so `update`, `replace` and `delete` can write back.
 
 use super::seq::{Selection, Stream};
-use super::write::{replace_rows, update_row, ReturnChanges, RowJob, WriteStats};
+use super::write::{replace_rows, update_row, Known, ReturnChanges, RowJob, WriteStats};
 use super::{arg_datum, boolean, string, Callable, Ctx, Optargs, Val};
 use crate::datum::{Datum, Object};
 use crate::error::{logic, ErrorKind, Frame, ReqlError, Result};
@@ -1030,7 +1030,10 @@ fn insert(ctx: &Rc<Ctx>, args: &mut [Val], opt: &Optargs) -> Result<Val> {
                 },
                 _ => Datum::Null,
             };
-            jobs.push(RowJob { pk, known: None });
+            jobs.push(RowJob {
+                pk,
+                known: Known::LikelyAbsent,
+            });
         }
         let docs = &batch;
         let resolve = |i: usize, old: &Datum| -> Result<Datum> {
@@ -1134,10 +1137,10 @@ fn modify(ctx: &Rc<Ctx>, ty: u32, args: &mut [Val], opt: &Optargs) -> Result<Val
         let mut jobs = Vec::with_capacity(rows.len());
         let mut pks = Vec::with_capacity(rows.len());
         for (pk, d) in rows {
-            let known = match d {
-                Datum::Null => Some(None),
-                d => Some(Some(crate::store::encode_doc(&d)?)),
-            };
+            let known = Known::Read(match d {
+                Datum::Null => None,
+                d => Some(crate::store::encode_doc(&d)?),
+            });
             pks.push(pk.clone());
             jobs.push(RowJob { pk, known });
         }

@@ -150,8 +150,17 @@ impl WriteStats {
 /// One row to replace: its primary key and, when known, what is stored under it.
 pub struct RowJob {
     pub pk: Datum,
-    /// `Some(stored bytes or None)` when the caller already read the row.
-    pub known: Option<Option<Vec<u8>>>,
+    pub known: Known,
+}
+
+/// What the caller knows of a row's stored value.
+pub enum Known {
+    /// The stored bytes (`None`: absent), as the caller read them.
+    Read(Option<Vec<u8>>),
+    /// Probably absent (an inserted row): computed as absent and written only if still
+    /// absent, which saves a read per row; any other outcome (the row exists, or the
+    /// computation fails or changes nothing) reads the row and computes it again.
+    LikelyAbsent,
 }
 
 enum RowResult {
@@ -248,6 +257,8 @@ pub fn replace_rows(
     let n = jobs.len();
     let mut keys = Vec::with_capacity(n);
     let mut stored: Vec<Option<Option<Vec<u8>>>> = Vec::with_capacity(n);
+    // Rows whose `stored` is a guess (absent), not a read.
+    let mut guessed: Vec<bool> = Vec::with_capacity(n);
     let mut results: Vec<Option<RowResult>> = (0..n).map(|_| None).collect();
     let mut pks = Vec::with_capacity(n);
     for j in jobs {
@@ -263,7 +274,12 @@ pub fn replace_rows(
                 keys.push(None);
             }
         }
-        stored.push(j.known);
+        let (known, guess) = match j.known {
+            Known::Read(b) => (Some(b), false),
+            Known::LikelyAbsent => (Some(None), true),
+        };
+        stored.push(known);
+        guessed.push(guess);
         pks.push(j.pk);
     }
     let mut todo: Vec<usize> = (0..n).filter(|&i| results[i].is_none()).collect();
@@ -280,31 +296,50 @@ pub fn replace_rows(
         }
         let mut ops = Vec::new();
         let mut waiting = Vec::new();
+        let mut next = Vec::new();
         for &i in &todo {
             let bytes = stored[i].as_ref().expect("read above");
             let old = match bytes {
                 Some(b) => decode_doc(b)?,
                 None => Datum::Null,
             };
-            let new = match f(i, &old) {
-                Ok(v) => v,
+            let outcome = f(i, &old).and_then(|new| {
+                check_replacement(&pkey, &pks[i], &old, &new)?;
+                Ok(new)
+            });
+            let final_result = match &outcome {
+                Err(_) => true,
+                Ok(new) => *new == old,
+            };
+            if final_result && guessed[i] {
+                // Only a write that finds the row absent confirms the guess.
+                guessed[i] = false;
+                stored[i] = None;
+                next.push(i);
+                continue;
+            }
+            let new = match outcome {
+                Ok(new) if new == old => {
+                    results[i] = Some(RowResult::Same(old));
+                    continue;
+                }
+                Ok(new) => new,
                 Err(e) => {
                     results[i] = Some(RowResult::Failed(old, e.msg));
                     continue;
                 }
             };
-            if let Err(e) = check_replacement(&pkey, &pks[i], &old, &new) {
-                results[i] = Some(RowResult::Failed(old, e.msg));
-                continue;
-            }
-            if new == old {
-                results[i] = Some(RowResult::Same(old));
-                continue;
-            }
             let value = match &new {
                 Datum::Null => None,
                 d => match encode_doc(d) {
                     Ok(b) => Some(b),
+                    Err(_) if guessed[i] => {
+                        // The document computed from a real read may differ.
+                        guessed[i] = false;
+                        stored[i] = None;
+                        next.push(i);
+                        continue;
+                    }
                     Err(e) => {
                         results[i] = Some(RowResult::Failed(old, e.msg));
                         continue;
@@ -327,12 +362,12 @@ pub fn replace_rows(
         } else {
             t.store.write_raw(ops, hard)?
         };
-        let mut next = Vec::new();
         for ((i, old, new), outcome) in waiting.into_iter().zip(outcomes) {
             match outcome {
                 CasOutcome::Applied { .. } => results[i] = Some(RowResult::Changed(old, new)),
                 CasOutcome::Refused { current } => {
                     stored[i] = Some(current);
+                    guessed[i] = false;
                     next.push(i);
                 }
             }
