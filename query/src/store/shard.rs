@@ -238,47 +238,65 @@ pub enum Request {
     EndFeeds(u64, String),
 }
 
-/// Keys with a write in progress; writers of the same key queue behind each other.
+/// Keys with a write in progress; writers of the same key queue behind each other. Keys
+/// are held by hash: two keys sharing one only make their writers take turns, and taking
+/// every lock at once keeps that free of deadlocks too.
 #[derive(Default)]
 struct KeyLocks {
-    held: RefCell<rustc_hash::FxHashSet<Vec<u8>>>,
+    held: RefCell<rustc_hash::FxHashSet<u64>>,
     released: event_listener::Event,
 }
 
 struct KeyGuard<'a> {
     locks: &'a KeyLocks,
-    keys: Vec<Vec<u8>>,
+    hashes: Vec<u64>,
 }
 
 impl Drop for KeyGuard<'_> {
     fn drop(&mut self) {
         let mut held = self.locks.held.borrow_mut();
-        for k in &self.keys {
-            held.remove(k);
+        for h in &self.hashes {
+            held.remove(h);
         }
         drop(held);
         self.locks.released.notify(usize::MAX);
     }
 }
 
+fn lock_hash(key: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(key)
+}
+
 impl KeyLocks {
-    /// Takes every key at once (all or none, so two writers cannot deadlock).
-    async fn lock(&self, mut keys: Vec<Vec<u8>>) -> KeyGuard<'_> {
-        keys.sort();
-        keys.dedup();
+    /// Takes every key at once (all or none, so two writers cannot deadlock). The guard
+    /// says whether the keys were distinct (`distinct_keys`).
+    async fn lock<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> KeyGuard<'_> {
+        let mut hashes: Vec<u64> = keys.map(lock_hash).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
         loop {
             let listener = {
                 let mut held = self.held.borrow_mut();
-                if keys.iter().all(|k| !held.contains(k)) {
-                    for k in &keys {
-                        held.insert(k.clone());
-                    }
-                    return KeyGuard { locks: self, keys };
+                if hashes.iter().all(|h| !held.contains(h)) {
+                    held.extend(hashes.iter().copied());
+                    return KeyGuard {
+                        locks: self,
+                        hashes,
+                    };
                 }
                 self.released.listen()
             };
             listener.await;
         }
+    }
+}
+
+impl KeyGuard<'_> {
+    /// Whether `n` keys locked with this guard were distinct (distinct hashes are distinct
+    /// keys; equal hashes may still be, and then the answer is a cautious `false`).
+    fn distinct_keys(&self, n: usize) -> bool {
+        self.hashes.len() == n
     }
 }
 
@@ -361,11 +379,11 @@ impl<F: Fs + 'static> LocalShard<F> {
         hard: bool,
         stage: &Cell<&'static str>,
     ) -> Result<Vec<CasOutcome>> {
-        let keys = ops.iter().map(|o| o.key.clone()).collect();
         stage.set("waiting for key locks");
-        let _guard = self.locks.lock(keys).await;
+        let guard = self.locks.lock(ops.iter().map(|o| o.key.as_slice())).await;
         stage.set("reading current values");
         let mut batch = WriteBatch::new();
+        batch.ops.reserve(ops.len());
         let mut out = Vec::with_capacity(ops.len());
         // Applied changes (key, old, new), for the index entries they imply, and their
         // operations' positions in the batch.
@@ -373,11 +391,12 @@ impl<F: Fs + 'static> LocalShard<F> {
         let mut change_idx: Vec<u32> = Vec::new();
         // Old values of documents, for the log's note (feeds replay the log).
         let mut olds: Vec<(u32, Vec<u8>)> = Vec::new();
-        // Later ops in one request see earlier ones (two inserts of one key conflict).
-        let mut pending: rustc_hash::FxHashMap<Vec<u8>, Option<Vec<u8>>> =
-            rustc_hash::FxHashMap::default();
+        // Later ops in one request see earlier ones (two inserts of one key conflict);
+        // needed only when a key may repeat.
+        let mut pending: Option<rustc_hash::FxHashMap<Vec<u8>, Option<Vec<u8>>>> =
+            (!guard.distinct_keys(ops.len())).then(rustc_hash::FxHashMap::default);
         for op in ops {
-            let current = match pending.get(&op.key) {
+            let current = match pending.as_ref().and_then(|p| p.get(&op.key)) {
                 Some(v) => v.clone(),
                 None => self.shard.get(&op.key, None).await.map_err(storage_err)?,
             };
@@ -391,10 +410,6 @@ impl<F: Fs + 'static> LocalShard<F> {
                 continue;
             }
             let idx = batch.len() as u32;
-            match &op.new {
-                Some(v) => batch.put(op.key.clone(), v.clone()),
-                None => batch.delete(op.key.clone()),
-            };
             if let (Some(old), Some(_)) = (&current, key_id_of(&op.key)) {
                 olds.push((idx, old.clone()));
             }
@@ -402,7 +417,10 @@ impl<F: Fs + 'static> LocalShard<F> {
                 changes.push((op.key.clone(), current.clone(), op.new.clone()));
                 change_idx.push(idx);
             }
-            pending.insert(op.key, op.new);
+            if let Some(p) = pending.as_mut() {
+                p.insert(op.key.clone(), op.new.clone());
+            }
+            batch.ops.push((op.key, op.new));
             out.push(CasOutcome::Applied { old: current });
         }
         // From here to submitting the batch nothing waits: the index list read below is
@@ -776,7 +794,7 @@ impl<F: Fs + 'static> LocalShard<F> {
             let n = keys.len();
             // Under the documents' locks no writer changes them between the read and
             // the entries written from it.
-            let _guard = self.locks.lock(keys.clone()).await;
+            let _guard = self.locks.lock(keys.iter().map(Vec::as_slice)).await;
             let mut current = Vec::with_capacity(n);
             for k in &keys {
                 current.push(self.shard.get(k, None).await.map_err(storage_err)?);
@@ -980,6 +998,28 @@ mod tests {
         assert_eq!(d[&7], b"");
         assert_eq!(d.len(), 2);
         assert!(decode_note(&[9, 0, 0]).is_err(), "unknown version");
+    }
+
+    #[test]
+    fn key_locks_queue_writers_of_a_key_and_spot_repeated_keys() {
+        use futures_lite::future::{block_on, poll_once};
+        block_on(async {
+            let locks = KeyLocks::default();
+            let keys: [&[u8]; 3] = [b"a", b"b", b"a"];
+            let first = locks.lock(keys.into_iter()).await;
+            assert!(!first.distinct_keys(3), "\"a\" is there twice");
+            let other = locks.lock([b"c".as_slice(), b"d"].into_iter()).await;
+            assert!(other.distinct_keys(2));
+            let mut second = std::pin::pin!(locks.lock([b"b".as_slice(), b"e"].into_iter()));
+            assert!(poll_once(second.as_mut()).await.is_none(), "\"b\" is held");
+            drop(other);
+            assert!(poll_once(second.as_mut()).await.is_none(), "still held");
+            drop(first);
+            let second = poll_once(second.as_mut()).await.expect("released");
+            assert!(locks.held.borrow().len() == 2);
+            drop(second);
+            assert!(locks.held.borrow().is_empty());
+        });
     }
 
     proptest! {
