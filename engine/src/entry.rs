@@ -17,6 +17,46 @@ pub struct Entry {
     pub value: Option<Vec<u8>>,
 }
 
+/// An entry as the SST writer reads it: owned, or borrowed (a memtable is flushed from
+/// its map without copying its keys and values).
+pub trait EntryView {
+    fn key(&self) -> &[u8];
+    fn seq(&self) -> Seq;
+    fn value(&self) -> Option<&[u8]>;
+}
+
+impl EntryView for Entry {
+    fn key(&self) -> &[u8] {
+        &self.key
+    }
+    fn seq(&self) -> Seq {
+        self.seq
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+}
+
+/// A borrowed entry.
+#[derive(Clone, Copy, Debug)]
+pub struct EntryRef<'a> {
+    pub key: &'a [u8],
+    pub seq: Seq,
+    pub value: Option<&'a [u8]>,
+}
+
+impl EntryView for EntryRef<'_> {
+    fn key(&self) -> &[u8] {
+        self.key
+    }
+    fn seq(&self) -> Seq {
+        self.seq
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.value
+    }
+}
+
 /// Compares (key, seq) pairs in internal order.
 pub fn cmp_internal(ka: &[u8], sa: Seq, kb: &[u8], sb: Seq) -> Ordering {
     ka.cmp(kb).then(sb.cmp(&sa))

@@ -1,6 +1,6 @@
 //! The in-memory write buffer: versioned entries in internal order.
 
-use crate::entry::{Entry, Seq};
+use crate::entry::{Entry, EntryRef, Seq};
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault};
 use std::ops::Bound;
@@ -148,6 +148,17 @@ impl Memtable {
     }
 
     /// Every entry in internal order (for flushing).
+    /// Every entry, borrowed, in internal order.
+    pub fn entry_refs(&self) -> impl Iterator<Item = EntryRef<'_>> + '_ {
+        self.map.iter().flat_map(|(k, versions)| {
+            versions.iter().rev().map(move |(seq, v)| EntryRef {
+                key: k,
+                seq: *seq,
+                value: v.as_deref(),
+            })
+        })
+    }
+
     pub fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
         self.map
             .iter()

@@ -5,7 +5,7 @@
 use crate::batch::{WriteBatch, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::cache::BlockCache;
 use crate::compaction::{self, CompactionOptions, VersionFilter};
-use crate::entry::{cmp_internal, Entry, Seq, SEQ_MAX};
+use crate::entry::{cmp_internal, Entry, EntryRef, Seq, SEQ_MAX};
 use crate::error::{io_err, Error, Result};
 use crate::manifest::{self, sst_name, Version};
 use crate::memtable::Memtable;
@@ -636,23 +636,28 @@ impl<F: Fs> Shard<F> {
         // Everything in the memtable must be durable in the WAL before its SST claims
         // the log position: otherwise a crash could keep data never acknowledged.
         self.wal.flush().await?;
-        let (entries, last_lsn) = {
-            let mb = m.borrow();
-            (mb.entries().collect::<Vec<_>>(), mb.last_lsn)
-        };
         let mut v = (*self.st.borrow().version).clone();
+        let file_no = v.next_file_no;
+        // Built straight from the frozen memtable (no writer touches it any more), without
+        // copying its entries.
+        let (image, last_lsn) = {
+            let mb = m.borrow();
+            let entries: Vec<EntryRef<'_>> = mb.entry_refs().collect();
+            let image = (!entries.is_empty()).then(|| {
+                let max_seq = entries.iter().map(|e| e.seq).max().unwrap_or(0);
+                (build_sst(file_no, &entries, self.opts.compress), max_seq)
+            });
+            (image, mb.last_lsn)
+        };
         let mut new_files = Vec::new();
-        if !entries.is_empty() {
-            let file_no = v.next_file_no;
+        if let Some(((bytes, meta), max_seq)) = image {
             v.next_file_no += 1;
-            let meta = self.write_sst(file_no, &entries).await?;
+            self.install_sst(file_no, &bytes).await?;
             self.bump(|s| {
                 s.flush_bytes_written += meta.size;
                 s.flushes += 1;
             });
-            v.last_seq = v
-                .last_seq
-                .max(entries.iter().map(|e| e.seq).max().unwrap_or(0));
+            v.last_seq = v.last_seq.max(max_seq);
             v.levels[0].insert(0, meta.clone());
             new_files.push(meta);
         }
@@ -674,11 +679,15 @@ impl<F: Fs> Shard<F> {
 
     async fn write_sst(&self, file_no: u64, entries: &[Entry]) -> Result<SstMeta> {
         let (bytes, meta) = build_sst(file_no, entries, self.opts.compress);
-        let path = self.dir.join(sst_name(file_no));
-        install_file(&self.fs, &path, &bytes)
-            .await
-            .map_err(|e| io_err(&path, e))?;
+        self.install_sst(file_no, &bytes).await?;
         Ok(meta)
+    }
+
+    async fn install_sst(&self, file_no: u64, bytes: &[u8]) -> Result<()> {
+        let path = self.dir.join(sst_name(file_no));
+        install_file(&self.fs, &path, bytes)
+            .await
+            .map_err(|e| io_err(&path, e))
     }
 
     /// Opens readers for new files, installs the manifest, then retires old files.

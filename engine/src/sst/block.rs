@@ -6,7 +6,7 @@
 //! 0 = tombstone (value_len 0).
 
 use super::prefix::KeyPrefixes;
-use crate::entry::{cmp_internal, get_u64, get_varint, put_varint, Entry, Seq};
+use crate::entry::{cmp_internal, get_u64, get_varint, put_varint, Entry, EntryView, Seq};
 use std::rc::Rc;
 
 const KIND_DELETE: u8 = 0;
@@ -20,35 +20,33 @@ pub struct BlockBuilder {
 }
 
 impl BlockBuilder {
-    pub fn add(&mut self, e: &Entry) {
+    pub fn add<E: EntryView>(&mut self, e: &E) {
+        let (key, value) = (e.key(), e.value());
         let shared = if self.count == 0 {
             0
         } else {
             self.last_key
                 .iter()
-                .zip(&e.key)
+                .zip(key)
                 .take_while(|(a, b)| a == b)
                 .count()
         };
         put_varint(&mut self.buf, shared as u64);
-        put_varint(&mut self.buf, (e.key.len() - shared) as u64);
-        put_varint(
-            &mut self.buf,
-            e.value.as_ref().map_or(0, |v| v.len()) as u64,
-        );
-        self.buf.extend_from_slice(&e.key[shared..]);
-        let kind = if e.value.is_some() {
+        put_varint(&mut self.buf, (key.len() - shared) as u64);
+        put_varint(&mut self.buf, value.map_or(0, <[u8]>::len) as u64);
+        self.buf.extend_from_slice(&key[shared..]);
+        let kind = if value.is_some() {
             KIND_PUT
         } else {
             KIND_DELETE
         };
         self.buf
-            .extend_from_slice(&((e.seq << 8) | kind as u64).to_le_bytes());
-        if let Some(v) = &e.value {
+            .extend_from_slice(&((e.seq() << 8) | kind as u64).to_le_bytes());
+        if let Some(v) = value {
             self.buf.extend_from_slice(v);
         }
         self.last_key.clear();
-        self.last_key.extend_from_slice(&e.key);
+        self.last_key.extend_from_slice(key);
         self.count += 1;
     }
 

@@ -3,7 +3,7 @@
 use super::block::{encode_index, BlockBuilder, IndexEntry};
 use super::bloom;
 use super::format::{write_block, Footer, DATA_BLOCK_BYTES, FOOTER_BYTES};
-use crate::entry::{get_u64, get_varint, put_varint, Entry, Seq};
+use crate::entry::{cmp_internal, get_u64, get_varint, put_varint, EntryView, Seq};
 use rdb_io::fs::ALIGN;
 
 /// What the manifest records about an SST.
@@ -66,10 +66,12 @@ pub fn decode_meta(b: &[u8], file_no: u64, size: u64) -> Result<SstMeta, &'stati
 }
 
 /// Builds a file image; `entries` must be non-empty and in internal order.
-pub fn build_sst(file_no: u64, entries: &[Entry], compress: bool) -> (Vec<u8>, SstMeta) {
+pub fn build_sst<E: EntryView>(file_no: u64, entries: &[E], compress: bool) -> (Vec<u8>, SstMeta) {
     assert!(!entries.is_empty(), "an SST holds at least one entry");
     debug_assert!(
-        entries.windows(2).all(|w| w[0].cmp_internal(&w[1]).is_lt()),
+        entries
+            .windows(2)
+            .all(|w| cmp_internal(w[0].key(), w[0].seq(), w[1].key(), w[1].seq()).is_lt()),
         "entries out of order"
     );
     let mut out = Vec::with_capacity(entries.len() * 32);
@@ -81,14 +83,14 @@ pub fn build_sst(file_no: u64, entries: &[Entry], compress: bool) -> (Vec<u8>, S
         if b.bytes() >= DATA_BLOCK_BYTES || last {
             let h = write_block(&mut out, &b.finish(), compress);
             index.push(IndexEntry {
-                last_key: e.key.clone(),
-                last_seq: e.seq,
+                last_key: e.key().to_vec(),
+                last_seq: e.seq(),
                 offset: h.offset,
                 len: h.len,
             });
         }
     }
-    let mut user_keys: Vec<&[u8]> = entries.iter().map(|e| e.key.as_slice()).collect();
+    let mut user_keys: Vec<&[u8]> = entries.iter().map(EntryView::key).collect();
     user_keys.dedup();
     let index_h = write_block(&mut out, &encode_index(&index), false);
     let bloom_h = write_block(&mut out, &bloom::build(&user_keys), false);
@@ -98,10 +100,10 @@ pub fn build_sst(file_no: u64, entries: &[Entry], compress: bool) -> (Vec<u8>, S
         file_no,
         size: 0,
         entries: entries.len() as u64,
-        smallest_key: first.key.clone(),
-        smallest_seq: first.seq,
-        largest_key: laste.key.clone(),
-        largest_seq: laste.seq,
+        smallest_key: first.key().to_vec(),
+        smallest_seq: first.seq(),
+        largest_key: laste.key().to_vec(),
+        largest_seq: laste.seq(),
     };
     let meta_h = write_block(&mut out, &encode_meta(&meta), false);
     // Zero padding so that the footer ends the file on an O_DIRECT block boundary.
