@@ -139,7 +139,7 @@ pub fn eval_lazy(ctx: &Rc<Ctx>, env: &Env, op: &Op) -> Result<Val> {
                     a.extend(datums.iter().cloned());
                     out.push((k.clone(), callable.call_datum(ctx, &a)?));
                 }
-                return Ok(Val::Grouped(Rc::new(out)));
+                return Ok(Val::Grouped(Rc::new(super::Grouped::data(out))));
             }
             callable.call(ctx, &datums)
         }

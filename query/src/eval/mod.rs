@@ -244,7 +244,31 @@ pub fn call_func_with(ctx: &Rc<Ctx>, f: &Func, args: &[Datum], literal_ok: bool)
 }
 
 /// Result of a group: (group key, value) pairs kept in key order.
-pub type Grouped = Vec<(Datum, Datum)>;
+/// Grouped data: (group, reduction) pairs.
+#[derive(Clone, Debug, Default)]
+pub struct Grouped {
+    pub groups: Vec<(Datum, Datum)>,
+    /// Still a grouped stream as RethinkDB has it (`type_of` says GROUPED_STREAM): made
+    /// by `group` and carried through the per-group transforms RethinkDB keeps lazy.
+    pub stream: bool,
+}
+
+impl Grouped {
+    /// Grouped data (not a grouped stream).
+    pub fn data(groups: Vec<(Datum, Datum)>) -> Grouped {
+        Grouped {
+            groups,
+            stream: false,
+        }
+    }
+}
+
+impl std::ops::Deref for Grouped {
+    type Target = Vec<(Datum, Datum)>;
+    fn deref(&self) -> &Self::Target {
+        &self.groups
+    }
+}
 
 /// A value produced by evaluating a term.
 pub enum Val {
@@ -794,7 +818,23 @@ fn apply_grouped(
         };
         out.push((k.clone(), d));
     }
-    Ok(Val::Grouped(Rc::new(out)))
+    // Transforms RethinkDB applies lazily keep a grouped stream a stream.
+    let stream = groups.stream
+        && matches!(
+            op.ty,
+            tt::MAP
+                | tt::FILTER
+                | tt::CONCAT_MAP
+                | tt::PLUCK
+                | tt::WITHOUT
+                | tt::WITH_FIELDS
+                | tt::MERGE
+                | tt::HAS_FIELDS
+        );
+    Ok(Val::Grouped(Rc::new(Grouped {
+        groups: out,
+        stream,
+    })))
 }
 
 /// Lazily evaluated optional arguments of the current term.

@@ -853,7 +853,7 @@ pub fn nth(ctx: &Rc<Ctx>, v: Val, idx: &Datum) -> Result<Val> {
                 let r = nth(ctx, Val::Datum(v.clone()), idx)?.into_datum(ctx)?;
                 out.push((k.clone(), r));
             }
-            Ok(Val::Grouped(Rc::new(out)))
+            Ok(Val::Grouped(Rc::new(Grouped::data(out))))
         }
         Val::Datum(d) => {
             let mut e = logic(format!("Cannot convert {} to SEQUENCE", d.type_name()));
@@ -1126,7 +1126,7 @@ pub fn order_by(ctx: &Rc<Ctx>, first: Val, raw_keys: Vec<(bool, Val)>) -> Result
             let r = order_by(ctx, Val::Datum(v.clone()), ks)?.into_datum(ctx)?;
             out.push((k.clone(), r));
         }
-        return Ok(Val::Grouped(Rc::new(out)));
+        return Ok(Val::Grouped(Rc::new(Grouped::data(out))));
     }
     let mut args = vec![first];
     let mut keys = Vec::new();
@@ -1237,11 +1237,14 @@ pub fn group_by(ctx: &Rc<Ctx>, mut args: Vec<Val>, multi: bool) -> Result<Val> {
         };
         groups.entry(key).or_default().push(d);
     }
-    let g: Grouped = groups
+    let groups = groups
         .into_iter()
         .map(|(k, v)| (k, Datum::array(v)))
         .collect();
-    Ok(Val::Grouped(Rc::new(g)))
+    Ok(Val::Grouped(Rc::new(Grouped {
+        groups,
+        stream: true,
+    })))
 }
 
 pub fn ungroup(g: &Grouped) -> Datum {

@@ -481,12 +481,18 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
             }
             super::seq::group_by(ctx, a, multi)?
         }
-        // Grouped streams hold arrays already: coercing them to arrays changes nothing.
+        // Grouped streams hold arrays already: coercing them to arrays changes nothing
+        // but their type (grouped data).
         tt::COERCE_TO
             if matches!(&args[0], Val::Grouped(g) if g.iter().all(|(_, v)| matches!(v, Datum::Array(_))))
                 && matches!(args.get(1), Some(Val::Datum(Datum::Str(t))) if t.eq_ignore_ascii_case("array")) =>
         {
-            std::mem::replace(&mut args[0], Val::Datum(Datum::Null))
+            match std::mem::replace(&mut args[0], Val::Datum(Datum::Null)) {
+                Val::Grouped(g) if g.stream => {
+                    Val::Grouped(Rc::new(super::Grouped::data(g.groups.clone())))
+                }
+                other => other,
+            }
         }
         tt::TYPE_OF if type_name(&args[0]).is_some() => {
             Val::Datum(Datum::str(type_name(&args[0]).expect("checked")))

@@ -131,6 +131,7 @@ pub fn type_of(v: &Val) -> String {
         Val::Datum(d) => d.type_name(),
         Val::Stream(_) => "STREAM".into(),
         Val::Func(_) => "FUNCTION".into(),
+        Val::Grouped(g) if g.stream => "GROUPED_STREAM".into(),
         Val::Grouped(_) => "GROUPED_DATA".into(),
         Val::Db(_) => "DB".into(),
         other => super::table::type_name(other).unwrap_or_else(|| "STREAM".into()),
