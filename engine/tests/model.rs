@@ -55,6 +55,41 @@ fn key(i: u64) -> Vec<u8> {
     format!("k{:03}", i).into_bytes()
 }
 
+/// Where keys come from: a small random set (overwrites, deletes, many versions per key),
+/// or (even seeds) three streams of appended keys with some rewrites of earlier ones, whose
+/// files span the gaps between the streams (compaction leaves lower files in those gaps
+/// out of its merges).
+struct Keys {
+    append: bool,
+    next: [u64; 3],
+}
+
+impl Keys {
+    fn stream_key(s: usize, i: u64) -> Vec<u8> {
+        format!("{}{:05}", ["a", "m", "z"][s], i).into_bytes()
+    }
+
+    fn to_write(&mut self, rng: &mut Rng) -> Vec<u8> {
+        if !self.append {
+            return key(rng.below(60));
+        }
+        let s = rng.below(3) as usize;
+        if self.next[s] > 0 && rng.below(5) == 0 {
+            return Keys::stream_key(s, rng.below(self.next[s]));
+        }
+        self.next[s] += 1;
+        Keys::stream_key(s, self.next[s] - 1)
+    }
+
+    fn to_read(&mut self, rng: &mut Rng) -> Vec<u8> {
+        if !self.append {
+            return key(rng.below(70));
+        }
+        let s = rng.below(3) as usize;
+        Keys::stream_key(s, rng.below(self.next[s] + 5))
+    }
+}
+
 fn in_bounds(k: &[u8], lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
     let above = match lo {
         Bound::Included(b) => k >= b,
@@ -129,6 +164,10 @@ async fn run(seed: u64) {
     let mut uncertain = Uncertain::new();
     let mut shard = Shard::open(fs.clone(), dir, opts()).await.unwrap();
     let mut snaps: Vec<(rdb_engine::Snapshot, Model)> = Vec::new();
+    let mut keys = Keys {
+        append: seed % 2 == 0,
+        next: [0; 3],
+    };
     for step in 0..STEPS {
         let r = rng.below(100);
         if r < 40 || (r < 50 && shard.failure().is_some()) {
@@ -136,7 +175,7 @@ async fn run(seed: u64) {
             let mut b = WriteBatch::new();
             let mut next = model.clone();
             for _ in 0..1 + rng.below(3) {
-                let k = key(rng.below(60));
+                let k = keys.to_write(&mut rng);
                 if rng.below(4) == 0 {
                     b.delete(k.clone());
                     next.remove(&k);
@@ -159,7 +198,7 @@ async fn run(seed: u64) {
                 }
             }
         } else if r < 60 {
-            let k = key(rng.below(70));
+            let k = keys.to_read(&mut rng);
             if shard.failure().is_none() || !uncertain.contains_key(&k) {
                 // An injected fault may fail the read; it must never return wrong data.
                 let Ok(got) = shard.get(&k, None).await else {
@@ -170,8 +209,8 @@ async fn run(seed: u64) {
                 }
             }
         } else if r < 72 {
-            let a = key(rng.below(70));
-            let b = key(rng.below(70));
+            let a = keys.to_read(&mut rng);
+            let b = keys.to_read(&mut rng);
             let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
             let lo_b = if rng.below(2) == 0 {
                 Bound::Included(lo.as_slice())
