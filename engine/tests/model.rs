@@ -69,7 +69,7 @@ impl Keys {
         format!("{}{:05}", ["a", "m", "z"][s], i).into_bytes()
     }
 
-    fn to_write(&mut self, rng: &mut Rng) -> Vec<u8> {
+    fn for_write(&mut self, rng: &mut Rng) -> Vec<u8> {
         if !self.append {
             return key(rng.below(60));
         }
@@ -81,7 +81,7 @@ impl Keys {
         Keys::stream_key(s, self.next[s] - 1)
     }
 
-    fn to_read(&mut self, rng: &mut Rng) -> Vec<u8> {
+    fn for_read(&mut self, rng: &mut Rng) -> Vec<u8> {
         if !self.append {
             return key(rng.below(70));
         }
@@ -175,7 +175,7 @@ async fn run(seed: u64) {
             let mut b = WriteBatch::new();
             let mut next = model.clone();
             for _ in 0..1 + rng.below(3) {
-                let k = keys.to_write(&mut rng);
+                let k = keys.for_write(&mut rng);
                 if rng.below(4) == 0 {
                     b.delete(k.clone());
                     next.remove(&k);
@@ -198,7 +198,7 @@ async fn run(seed: u64) {
                 }
             }
         } else if r < 60 {
-            let k = keys.to_read(&mut rng);
+            let k = keys.for_read(&mut rng);
             if shard.failure().is_none() || !uncertain.contains_key(&k) {
                 // An injected fault may fail the read; it must never return wrong data.
                 let Ok(got) = shard.get(&k, None).await else {
@@ -209,8 +209,8 @@ async fn run(seed: u64) {
                 }
             }
         } else if r < 72 {
-            let a = keys.to_read(&mut rng);
-            let b = keys.to_read(&mut rng);
+            let a = keys.for_read(&mut rng);
+            let b = keys.for_read(&mut rng);
             let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
             let lo_b = if rng.below(2) == 0 {
                 Bound::Included(lo.as_slice())
