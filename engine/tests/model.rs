@@ -165,7 +165,7 @@ async fn run(seed: u64) {
     let mut shard = Shard::open(fs.clone(), dir, opts()).await.unwrap();
     let mut snaps: Vec<(rdb_engine::Snapshot, Model)> = Vec::new();
     let mut keys = Keys {
-        append: seed % 2 == 0,
+        append: seed.is_multiple_of(2),
         next: [0; 3],
     };
     for step in 0..STEPS {
