@@ -147,8 +147,7 @@ impl Memtable {
         self.next_key(Some(k), reverse)
     }
 
-    /// Every entry in internal order (for flushing).
-    /// Every entry, borrowed, in internal order.
+    /// Every entry, borrowed, in internal order (for flushing).
     pub fn entry_refs(&self) -> impl Iterator<Item = EntryRef<'_>> + '_ {
         self.map.iter().flat_map(|(k, versions)| {
             versions.iter().rev().map(move |(seq, v)| EntryRef {
@@ -157,12 +156,6 @@ impl Memtable {
                 value: v.as_deref(),
             })
         })
-    }
-
-    pub fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
-        self.map
-            .iter()
-            .flat_map(|(k, versions)| versions.iter().rev().map(move |v| entry(k, v)))
     }
 }
 

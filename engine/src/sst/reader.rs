@@ -202,12 +202,9 @@ impl<F: Fs> SstReader<F> {
         if lo <= smallest || largest <= hi {
             return Ok(true);
         }
-        let bi = self.first_block_at_or_after(lo, SEQ_MAX);
-        if bi >= self.index.len() {
+        let Some((bi, block, i)) = self.seek_in_block(lo, SEQ_MAX).await? else {
             return Ok(false);
-        }
-        let block = self.block(bi).await?;
-        let i = block.seek(lo, SEQ_MAX);
+        };
         if i >= block.len() {
             // The index promised an entry at or after `lo` in this block.
             return Err(corrupt(
@@ -233,13 +230,22 @@ impl<F: Fs> SstReader<F> {
         if !bloom::may_contain(&self.bloom, hash) {
             return Ok(None);
         }
-        let bi = self.first_block_at_or_after(key, snap);
+        let Some((_, block, i)) = self.seek_in_block(key, snap).await? else {
+            return Ok(None);
+        };
+        Ok((i < block.len() && block.key(i) == key).then(|| block.value(i).map(<[u8]>::to_vec)))
+    }
+
+    /// The first block that may hold entries >= (key, seq), its number, and the position
+    /// of the first such entry in it; `None` past the last block.
+    async fn seek_in_block(&self, key: &[u8], seq: Seq) -> Result<Option<(usize, Block, usize)>> {
+        let bi = self.first_block_at_or_after(key, seq);
         if bi >= self.index.len() {
             return Ok(None);
         }
         let block = self.block(bi).await?;
-        let i = block.seek(key, snap);
-        Ok((i < block.len() && block.key(i) == key).then(|| block.value(i).map(<[u8]>::to_vec)))
+        let i = block.seek(key, seq);
+        Ok(Some((bi, block, i)))
     }
 }
 

@@ -244,7 +244,6 @@ pub fn call_func_with(ctx: &Rc<Ctx>, f: &Func, args: &[Datum], literal_ok: bool)
 }
 
 /// Result of a group: (group key, value) pairs kept in key order.
-/// Grouped data: (group, reduction) pairs.
 #[derive(Clone, Debug, Default)]
 pub struct Grouped {
     pub groups: Vec<(Datum, Datum)>,

@@ -489,7 +489,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &mut Vec<Val>, opt: &Optargs) -> Resu
         {
             match std::mem::replace(&mut args[0], Val::Datum(Datum::Null)) {
                 Val::Grouped(g) if g.stream => {
-                    Val::Grouped(Rc::new(super::Grouped::data(g.groups.clone())))
+                    Val::Grouped(Rc::new(super::Grouped::data(Rc::unwrap_or_clone(g).groups)))
                 }
                 other => other,
             }

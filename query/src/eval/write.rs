@@ -303,48 +303,36 @@ pub fn replace_rows(
                 Some(b) => decode_doc(b)?,
                 None => Datum::Null,
             };
-            let outcome = f(i, &old).and_then(|new| {
+            // The row's new document and its encoding, or `None` when it stays the same.
+            let step = f(i, &old).and_then(|new| {
                 check_replacement(&pkey, &pks[i], &old, &new)?;
-                Ok(new)
+                if new == old {
+                    return Ok(None);
+                }
+                let value = match &new {
+                    Datum::Null => None,
+                    d => Some(encode_doc(d)?),
+                };
+                Ok(Some((new, value)))
             });
-            let final_result = match &outcome {
-                Err(_) => true,
-                Ok(new) => *new == old,
-            };
-            if final_result && guessed[i] {
-                // Only a write that finds the row absent confirms the guess.
+            if guessed[i] && !matches!(step, Ok(Some(_))) {
+                // Only a write that finds the row absent confirms the guess: computed
+                // from the row as it really is, the outcome may differ.
                 guessed[i] = false;
                 stored[i] = None;
                 next.push(i);
                 continue;
             }
-            let new = match outcome {
-                Ok(new) if new == old => {
+            let (new, value) = match step {
+                Ok(Some(w)) => w,
+                Ok(None) => {
                     results[i] = Some(RowResult::Same(old));
                     continue;
                 }
-                Ok(new) => new,
                 Err(e) => {
                     results[i] = Some(RowResult::Failed(old, e.msg));
                     continue;
                 }
-            };
-            let value = match &new {
-                Datum::Null => None,
-                d => match encode_doc(d) {
-                    Ok(b) => Some(b),
-                    Err(_) if guessed[i] => {
-                        // The document computed from a real read may differ.
-                        guessed[i] = false;
-                        stored[i] = None;
-                        next.push(i);
-                        continue;
-                    }
-                    Err(e) => {
-                        results[i] = Some(RowResult::Failed(old, e.msg));
-                        continue;
-                    }
-                },
             };
             let cond = match bytes {
                 Some(b) => Cond::Equals(b.clone()),
