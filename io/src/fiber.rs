@@ -6,6 +6,11 @@
 //! inside it suspends the fiber and hands the future to the async task driving it, which
 //! awaits it on the core's executor and then resumes the fiber. Other tasks on the core
 //! run meanwhile. Stacks are pooled per thread, so starting a fiber costs no mmap.
+//!
+//! Recursive walks over data and terms of any depth call `with_room`: when the current
+//! stack (a fiber's, or a plain thread's) is nearly used up it runs the rest of the walk
+//! on a fresh stack segment, as RethinkDB's `call_with_enough_stack` does, so depth is
+//! bounded by memory, never by one stack. Every stack ends in a guard page.
 
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
@@ -20,6 +25,14 @@ pub const STACK_BYTES: usize = 8 << 20;
 /// at once, so steady load never maps or unmaps a stack.
 const STACK_POOL_MAX: usize = 1024;
 
+/// A walk that finds less than this much stack left continues on a new segment; every
+/// recursive step between two `with_room` checks must fit in it.
+pub const RED_ZONE_BYTES: usize = 256 << 10;
+/// Size of each extra stack segment `with_room` switches to.
+const SEGMENT_BYTES: usize = 2 << 20;
+/// Spare segments kept per thread.
+const SEGMENT_POOL_MAX: usize = 16;
+
 type Wait = Pin<Box<dyn Future<Output = ()>>>;
 type FiberYielder = Yielder<(), Wait>;
 
@@ -27,6 +40,103 @@ thread_local! {
     /// The yielder of the fiber running on this thread right now, if any.
     static CURRENT: Cell<*const FiberYielder> = const { Cell::new(std::ptr::null()) };
     static STACKS: RefCell<Vec<DefaultStack>> = const { RefCell::new(Vec::new()) };
+    /// Lowest usable address of the stack this thread runs on now (0: not known yet).
+    static STACK_LIMIT: Cell<usize> = const { Cell::new(0) };
+    static SEGMENTS: RefCell<Vec<DefaultStack>> = const { RefCell::new(Vec::new()) };
+}
+
+fn page_bytes() -> usize {
+    // SAFETY: sysconf has no side effects.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}
+
+/// The usable bottom of a corosensei stack (above its guard page).
+fn usable_limit(s: &DefaultStack) -> usize {
+    use corosensei::stack::Stack;
+    s.limit().get() + page_bytes()
+}
+
+/// The bottom of the calling thread's own stack, from pthread (0 if unknown).
+fn thread_stack_limit() -> usize {
+    // SAFETY: pthread_getattr_np fills `attr` for the calling thread; it is destroyed
+    // after we read the stack bounds out of it.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return 0;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        if rc != 0 {
+            return 0;
+        }
+        // glibc counts the guard page in the reported stack; skip it.
+        addr as usize + page_bytes()
+    }
+}
+
+#[inline(always)]
+fn stack_pointer() -> usize {
+    let marker = 0u8;
+    std::hint::black_box(&marker) as *const u8 as usize
+}
+
+/// Bytes of stack left below the caller (`usize::MAX` when the bounds are unknown).
+pub fn stack_left_bytes() -> usize {
+    let mut limit = STACK_LIMIT.with(|l| l.get());
+    if limit == 0 {
+        limit = thread_stack_limit();
+        if limit == 0 {
+            return usize::MAX;
+        }
+        STACK_LIMIT.with(|l| l.set(limit));
+    }
+    stack_pointer().saturating_sub(limit)
+}
+
+/// Runs `f` with at least `RED_ZONE_BYTES` of stack: here when there is that much left,
+/// otherwise on a new stack segment. Recursive walks call it at each level, so their
+/// depth is bounded by memory instead of by the stack they started on. `f` may wait
+/// (`block_on`) and may panic; both work across the switch.
+#[inline]
+pub fn with_room<T>(f: impl FnOnce() -> T) -> T {
+    if stack_left_bytes() >= RED_ZONE_BYTES {
+        return f();
+    }
+    on_new_segment(f)
+}
+
+#[cold]
+#[inline(never)]
+fn on_new_segment<T>(f: impl FnOnce() -> T) -> T {
+    let mut seg = SEGMENTS
+        .with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| DefaultStack::new(SEGMENT_BYTES).expect("stack segment allocation failed"));
+    /// Puts the caller's stack limit back however `f` ends.
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            STACK_LIMIT.with(|l| l.set(self.0));
+        }
+    }
+    let prev = STACK_LIMIT.with(|l| l.replace(usable_limit(&seg)));
+    let restore = Restore(prev);
+    let out = corosensei::on_stack(&mut seg, f);
+    drop(restore);
+    SEGMENTS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < SEGMENT_POOL_MAX {
+            p.push(seg);
+        }
+    });
+    out
 }
 
 fn take_stack() -> DefaultStack {
@@ -46,15 +156,20 @@ fn return_stack(s: DefaultStack) {
 
 /// Runs `f` on a fiber; every `block_on` inside it awaits on the calling task.
 pub async fn run<T: 'static>(f: impl FnOnce() -> T + 'static) -> T {
+    let stack = take_stack();
+    let limit = usable_limit(&stack);
     let mut co: Coroutine<(), Wait, T, DefaultStack> =
-        Coroutine::with_stack(take_stack(), move |y: &FiberYielder, ()| {
+        Coroutine::with_stack(stack, move |y: &FiberYielder, ()| {
             CURRENT.with(|c| c.set(y as *const FiberYielder));
+            STACK_LIMIT.with(|l| l.set(limit));
             f()
         });
     loop {
         let prev = CURRENT.with(|c| c.get());
+        let prev_limit = STACK_LIMIT.with(|l| l.get());
         let step = co.resume(());
         CURRENT.with(|c| c.set(prev));
+        STACK_LIMIT.with(|l| l.set(prev_limit));
         match step {
             CoroutineResult::Yield(wait) => wait.await,
             CoroutineResult::Return(v) => {
@@ -84,8 +199,11 @@ pub fn block_on<T: 'static>(fut: impl Future<Output = T> + 'static) -> T {
     // SAFETY: `y` was set by `run` from the yielder of the fiber executing this very
     // code; that fiber is alive (we are on its stack) and only this thread touches it.
     let yielder = unsafe { &*y };
+    // The fiber may be on a `with_room` segment; it gets the same limit back.
+    let limit = STACK_LIMIT.with(|l| l.get());
     yielder.suspend(wait);
     CURRENT.with(|c| c.set(y));
+    STACK_LIMIT.with(|l| l.set(limit));
     slot.take()
         .expect("a fiber resumes only after the future it waits for completes")
 }
@@ -163,6 +281,57 @@ mod tests {
         drop(fut);
         assert!(dropped.get());
         assert!(!in_fiber());
+    }
+
+    /// Recursion far deeper than one stack holds, with waits and a panic at the bottom.
+    fn deep(n: u32, wait_every: u32) -> u32 {
+        with_room(|| {
+            let pad = [n as u8; 256];
+            std::hint::black_box(&pad);
+            if n == 0 {
+                return 0;
+            }
+            if wait_every > 0 && n % wait_every == 0 {
+                yield_now();
+            }
+            1 + deep(n - 1, wait_every)
+        })
+    }
+
+    #[test]
+    fn with_room_grows_past_a_fiber_stack() {
+        // ~400 bytes a level: 100k levels need ~40 MiB, five times a fiber's stack.
+        let a = run(|| deep(100_000, 1000));
+        let b = run(|| deep(50_000, 777));
+        let (x, y) = futures_lite::future::block_on(futures_lite::future::zip(a, b));
+        assert_eq!((x, y), (100_000, 50_000));
+    }
+
+    #[test]
+    fn with_room_grows_past_a_thread_stack() {
+        let h = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(|| deep(20_000, 0))
+            .unwrap();
+        assert_eq!(h.join().unwrap(), 20_000);
+    }
+
+    #[test]
+    fn a_panic_on_a_segment_reaches_the_caller() {
+        fn boom(n: u32) -> u32 {
+            with_room(|| {
+                let pad = [0u8; 256];
+                std::hint::black_box(&pad);
+                if n == 0 {
+                    panic!("bottom");
+                }
+                boom(n - 1) + 1
+            })
+        }
+        let r = futures_lite::future::block_on(run(|| std::panic::catch_unwind(|| boom(60_000))));
+        assert!(r.is_err());
+        // The thread's limit is back: a shallow call needs no segment.
+        assert!(stack_left_bytes() > RED_ZONE_BYTES);
     }
 
     #[test]
