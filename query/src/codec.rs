@@ -12,9 +12,6 @@ use crate::datum::{Datum, Object};
 use std::sync::Arc;
 
 pub const CODEC_VERSION: u8 = 1;
-/// Deepest nesting accepted when decoding (and encoded, since datums come from JSON
-/// that the term parser already bounds).
-pub const DEPTH_MAX: usize = 1024;
 const EXACT_INT_MAX: f64 = 9007199254740992.0;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +32,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 fn encode_into(out: &mut Vec<u8>, d: &Datum) -> Result<(), CodecError> {
+    deep!(encode_into(out, d));
     match d {
         Datum::Null => out.push(0),
         Datum::Bool(false) => out.push(1),
@@ -90,7 +88,7 @@ pub fn decode(b: &[u8]) -> Result<Datum, CodecError> {
         None => return Err(CodecError("empty document")),
     }
     let mut r = Reader { b, pos: 1 };
-    let d = r.datum(0)?;
+    let d = r.datum()?;
     if r.pos != b.len() {
         return Err(CodecError("trailing bytes after document"));
     }
@@ -121,11 +119,11 @@ pub fn field_path(b: &[u8], path: &[&str]) -> Result<Option<Datum>, CodecError> 
                 // Keys are sorted: it is not there.
                 return Ok(None);
             }
-            r.skip(0)?;
+            r.skip()?;
         }
         return Ok(None);
     }
-    r.datum(0).map(Some)
+    r.datum().map(Some)
 }
 
 /// Writes an encoded document as compact JSON, exactly as `json::write_json` writes its
@@ -139,7 +137,7 @@ pub fn write_json(b: &[u8], out: &mut String) -> Result<(), CodecError> {
         None => return Err(CodecError("empty document")),
     }
     let mut r = Reader { b, pos: 1 };
-    r.json(0, out)?;
+    r.json(out)?;
     if r.pos != b.len() {
         return Err(CodecError("trailing bytes after document"));
     }
@@ -198,10 +196,8 @@ impl<'a> Reader<'a> {
     }
 
     /// Moves past one encoded value without building it.
-    fn skip(&mut self, depth: usize) -> Result<(), CodecError> {
-        if depth > DEPTH_MAX {
-            return Err(CodecError("document nested too deeply"));
-        }
+    fn skip(&mut self) -> Result<(), CodecError> {
+        deep!(self.skip());
         match self.byte()? {
             0..=2 => {}
             3 => {
@@ -218,13 +214,13 @@ impl<'a> Reader<'a> {
             }
             6 => {
                 for _ in 0..self.count()? {
-                    self.skip(depth + 1)?;
+                    self.skip()?;
                 }
             }
             7 => {
                 for _ in 0..self.count()? {
                     self.bytes()?;
-                    self.skip(depth + 1)?;
+                    self.skip()?;
                 }
             }
             _ => return Err(CodecError("unknown type tag")),
@@ -269,11 +265,11 @@ impl<'a> Reader<'a> {
     }
 
     /// The JSON of one value (see [`write_json`]); the same checks as `datum`.
-    fn json(&mut self, depth: usize, out: &mut String) -> Result<(), CodecError> {
+    fn json(&mut self, out: &mut String) -> Result<(), CodecError> {
         use crate::json::{write_num, write_str};
-        if depth > DEPTH_MAX {
-            return Err(CodecError("document nested too deeply"));
-        }
+        // Depth is bounded by the document's length (a byte per level), never by a
+        // limit stricter than what writes accept.
+        deep!(self.json(out));
         match self.byte()? {
             0 => out.push_str("null"),
             1 => out.push_str("false"),
@@ -287,7 +283,7 @@ impl<'a> Reader<'a> {
                     if i > 0 {
                         out.push(',');
                     }
-                    self.json(depth + 1, out)?;
+                    self.json(out)?;
                 }
                 out.push(']');
             }
@@ -301,7 +297,7 @@ impl<'a> Reader<'a> {
                     }
                     write_str(out, k);
                     out.push(':');
-                    self.json(depth + 1, out)?;
+                    self.json(out)?;
                 }
                 out.push('}');
             }
@@ -315,10 +311,8 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    fn datum(&mut self, depth: usize) -> Result<Datum, CodecError> {
-        if depth > DEPTH_MAX {
-            return Err(CodecError("document nested too deeply"));
-        }
+    fn datum(&mut self) -> Result<Datum, CodecError> {
+        deep!(self.datum());
         Ok(match self.byte()? {
             0 => Datum::Null,
             1 => Datum::Bool(false),
@@ -330,7 +324,7 @@ impl<'a> Reader<'a> {
                 let n = self.count()?;
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
-                    v.push(self.datum(depth + 1)?);
+                    v.push(self.datum()?);
                 }
                 Datum::array(v)
             }
@@ -340,7 +334,7 @@ impl<'a> Reader<'a> {
                 let mut last = None;
                 for _ in 0..n {
                     let k = self.key(&mut last)?;
-                    let v = self.datum(depth + 1)?;
+                    let v = self.datum()?;
                     o.insert(k.to_owned(), v);
                 }
                 Datum::Object(Arc::new(o))

@@ -27,6 +27,21 @@ pub enum Datum {
     MaxVal,
 }
 
+/// Dropping an array or object drops its elements, one stack frame per level of
+/// nesting: deep values finish dropping on a fresh stack segment (`with_room`), so no
+/// depth can overflow a stack.
+impl Drop for Datum {
+    #[inline]
+    fn drop(&mut self) {
+        if matches!(self, Datum::Array(_) | Datum::Object(_))
+            && rdb_io::fiber::stack_left_bytes() < rdb_io::fiber::RED_ZONE_BYTES
+        {
+            let inner = std::mem::replace(self, Datum::Null);
+            rdb_io::fiber::with_room(move || drop(inner));
+        }
+    }
+}
+
 impl Datum {
     pub fn str(s: impl Into<Arc<str>>) -> Datum {
         Datum::Str(s.into())
@@ -145,6 +160,7 @@ impl Datum {
 
     /// RethinkDB's total order across all datums.
     pub fn cmp_datum(&self, other: &Datum) -> Ordering {
+        deep!(self.cmp_datum(other));
         let lp = self.ptype_compares_specially();
         let rp = other.ptype_compares_specially();
         if lp && rp {

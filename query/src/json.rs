@@ -118,6 +118,7 @@ pub fn to_json_checked(d: &Datum) -> Result<String> {
 
 /// Fails if the datum holds `r.minval` or `r.maxval` anywhere.
 pub fn check_serializable(d: &Datum) -> Result<()> {
+    deep!(check_serializable(d));
     match d {
         Datum::MinVal => Err(logic("Cannot convert `r.minval` to JSON.")),
         Datum::MaxVal => Err(logic("Cannot convert `r.maxval` to JSON.")),
@@ -135,6 +136,7 @@ pub fn to_json(d: &Datum) -> String {
 }
 
 pub fn write_json(out: &mut String, d: &Datum) {
+    deep!(write_json(out, d));
     match d {
         Datum::Null | Datum::MinVal | Datum::MaxVal => out.push_str("null"),
         Datum::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -199,6 +201,7 @@ fn indent(out: &mut String, n: usize) {
 }
 
 fn write_pretty(out: &mut String, d: &Datum, depth: usize) {
+    deep!(write_pretty(out, d, depth));
     match d {
         Datum::Array(a) if !a.is_empty() => {
             out.push_str("[\n");
@@ -245,6 +248,7 @@ pub fn to_json_value(d: &Datum) -> serde_json::Value {
 
 /// Converts parsed JSON to a datum without interpreting pseudo-types.
 pub fn from_json_raw(v: &serde_json::Value) -> Result<Datum> {
+    deep!(from_json_raw(v));
     Ok(match v {
         serde_json::Value::Null => Datum::Null,
         serde_json::Value::Bool(b) => Datum::Bool(*b),
@@ -279,15 +283,16 @@ pub fn from_json(v: &serde_json::Value) -> Result<Datum> {
 
 /// Validates and converts pseudo-type objects anywhere inside a datum.
 pub fn sanitize(d: Datum) -> Result<Datum> {
+    deep!(sanitize(d));
     match d {
-        Datum::Array(a) => {
+        Datum::Array(ref a) => {
             let mut out = Vec::with_capacity(a.len());
             for x in a.iter() {
                 out.push(sanitize(x.clone())?);
             }
             Ok(Datum::array(out))
         }
-        Datum::Object(o) => {
+        Datum::Object(ref o) => {
             let mut m = Object::new();
             for (k, v) in o.iter() {
                 m.insert(k.clone(), sanitize(v.clone())?);

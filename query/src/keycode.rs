@@ -37,6 +37,7 @@ pub fn encode(d: &Datum) -> Vec<u8> {
 }
 
 pub fn encode_into(out: &mut Vec<u8>, d: &Datum) {
+    deep!(encode_into(out, d));
     // Geometry compares as a plain object; other pseudo-types get their own tag.
     let special_ptype = d.is_ptype() && d.reql_type() != Some("GEOMETRY");
     if special_ptype {
@@ -130,16 +131,13 @@ fn encode_bytes(out: &mut Vec<u8>, b: &[u8]) {
 /// Times come back in UTC: the encoding keeps the instant, not the timezone.
 pub fn decode_prefix(b: &[u8]) -> Option<(Datum, usize)> {
     let mut pos = 0;
-    let d = decode_at(b, &mut pos, 0)?;
+    let d = decode_at(b, &mut pos)?;
     Some((d, pos))
 }
 
-const DECODE_DEPTH_MAX: usize = 1024;
-
-fn decode_at(b: &[u8], pos: &mut usize, depth: usize) -> Option<Datum> {
-    if depth > DECODE_DEPTH_MAX {
-        return None;
-    }
+fn decode_at(b: &[u8], pos: &mut usize) -> Option<Datum> {
+    // Depth is bounded by the key's length (a byte per level).
+    deep!(decode_at(b, pos));
     let tag = *b.get(*pos)?;
     *pos += 1;
     Some(match tag {
@@ -167,14 +165,14 @@ fn decode_at(b: &[u8], pos: &mut usize, depth: usize) -> Option<Datum> {
                     }
                     0x01 => {
                         *pos += 1;
-                        items.push(decode_at(b, pos, depth + 1)?);
+                        items.push(decode_at(b, pos)?);
                     }
                     _ => return None,
                 }
             }
             Datum::array(items)
         }
-        TAG_OBJECT => Datum::object(decode_object_body(b, pos, depth)?),
+        TAG_OBJECT => Datum::object(decode_object_body(b, pos)?),
         TAG_PTYPE => {
             let kind = *b.get(*pos)?;
             *pos += 1;
@@ -190,7 +188,7 @@ fn decode_at(b: &[u8], pos: &mut usize, depth: usize) -> Option<Datum> {
                 }
                 PT_OTHER => {
                     let _name = decode_bytes(b, pos)?;
-                    Datum::object(decode_object_body(b, pos, depth)?)
+                    Datum::object(decode_object_body(b, pos)?)
                 }
                 _ => return None,
             }
@@ -199,7 +197,7 @@ fn decode_at(b: &[u8], pos: &mut usize, depth: usize) -> Option<Datum> {
     })
 }
 
-fn decode_object_body(b: &[u8], pos: &mut usize, depth: usize) -> Option<crate::datum::Object> {
+fn decode_object_body(b: &[u8], pos: &mut usize) -> Option<crate::datum::Object> {
     let mut o = crate::datum::Object::new();
     loop {
         match *b.get(*pos)? {
@@ -210,7 +208,7 @@ fn decode_object_body(b: &[u8], pos: &mut usize, depth: usize) -> Option<crate::
             0x01 => {
                 *pos += 1;
                 let k = String::from_utf8(decode_bytes(b, pos)?).ok()?;
-                let v = decode_at(b, pos, depth + 1)?;
+                let v = decode_at(b, pos)?;
                 o.insert(k, v);
             }
             _ => return None,

@@ -50,8 +50,10 @@ impl Term {
 /// The wire JSON of a term (what `parse` reads back), for storing functions such as
 /// write hooks.
 pub fn to_wire_json(t: &Term) -> serde_json::Value {
+    deep!(to_wire_json(t));
     use serde_json::Value as J;
     fn datum(d: &Datum) -> J {
+        deep!(datum(d));
         match d {
             Datum::Array(a) => J::Array(vec![
                 J::from(tt::MAKE_ARRAY),
@@ -86,6 +88,7 @@ pub fn parse(v: &serde_json::Value) -> Result<Rc<Term>> {
 }
 
 fn parse_at(v: &serde_json::Value, depth: usize) -> Result<Rc<Term>> {
+    deep!(parse_at(v, depth));
     if depth > TERM_DEPTH_MAX {
         return Err(ReqlError::new(
             crate::error::ErrorKind::ResourceLimit,

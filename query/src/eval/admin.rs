@@ -392,7 +392,7 @@ fn check_replicas(opt: &Optargs) -> Result<()> {
     let primary = opt.datum("primary_replica_tag")?;
     let nonvoting: Vec<String> = match opt.datum("nonvoting_replica_tags")? {
         None => Vec::new(),
-        Some(Datum::Array(a)) => a
+        Some(Datum::Array(ref a)) => a
             .iter()
             .map(|t| string(t).map(str::to_string))
             .collect::<Result<_>>()?,
@@ -400,7 +400,7 @@ fn check_replicas(opt: &Optargs) -> Result<()> {
     };
     let counts: Vec<(String, i64)> = match opt.datum("replicas")? {
         None => vec![("default".into(), 1)],
-        Some(Datum::Object(o)) => {
+        Some(Datum::Object(ref o)) => {
             if primary.is_none() {
                 return Err(logic(
                     "`primary_replica_tag` must be specified when `replicas` is an OBJECT.",

@@ -8,6 +8,7 @@ use crate::term_type as tt;
 use std::rc::Rc;
 
 pub fn eval_lazy(ctx: &Rc<Ctx>, env: &Env, op: &Op) -> Result<Val> {
+    deep!(eval_lazy(ctx, env, op));
     let arg = |i: usize| eval(ctx, env, &op.args[i]).map_err(|e| e.with_frame(Frame::Pos(i)));
     let arg_datum = |i: usize| {
         eval(ctx, env, &op.args[i])
@@ -22,7 +23,7 @@ pub fn eval_lazy(ctx: &Rc<Ctx>, env: &Env, op: &Op) -> Result<Val> {
             for (i, a) in op.args.iter().enumerate() {
                 if a.ty() == tt::ARGS {
                     match arg(i)? {
-                        Val::Datum(Datum::Array(xs)) => {
+                        Val::Datum(Datum::Array(ref xs)) => {
                             for x in xs.iter() {
                                 items.push(Ok(Val::Datum(x.clone())));
                                 lazy.push(None);

@@ -124,8 +124,8 @@ pub fn apply(ctx: &Rc<Ctx>, args: &[Val], opt: &Optargs) -> Result<Val> {
         return Err(logic("`page_limit` should be greater than or equal to -1."));
     }
     let page: Callable = match page {
-        Val::Datum(Datum::Str(s)) if &*s == "link-next" => Callable::Const(Datum::Null),
-        Val::Datum(Datum::Str(s)) => {
+        Val::Datum(Datum::Str(ref s)) if &**s == "link-next" => Callable::Const(Datum::Null),
+        Val::Datum(Datum::Str(ref s)) => {
             return Err(logic(format!(
                 "`page` (`{s}`) is not recognized ('link-next' or a function is allowed)."
             )))
@@ -165,7 +165,7 @@ pub fn apply(ctx: &Rc<Ctx>, args: &[Val], opt: &Optargs) -> Result<Val> {
             }
         }
         pending = match reply.body {
-            Datum::Array(a) => (*a).clone().into_iter(),
+            Datum::Array(ref a) => a.to_vec().into_iter(),
             other => vec![other].into_iter(),
         };
     });
@@ -339,14 +339,14 @@ fn request(url: String, opt: &Optargs) -> Result<Request> {
         None => Body::None,
         Some(d) => match method {
             "PUT" | "PATCH" | "DELETE" => match d {
-                Datum::Str(s) => Body::Text(s.to_string()),
+                Datum::Str(ref s) => Body::Text(s.to_string()),
                 other => {
                     header.push(("Content-Type".to_string(), "application/json".to_string()));
                     Body::Text(crate::json::to_json(&other))
                 }
             },
             "POST" => match d {
-                Datum::Str(s) => Body::Text(s.to_string()),
+                Datum::Str(ref s) => Body::Text(s.to_string()),
                 Datum::Object(_) if !d.is_ptype() => {
                     let mut form = Vec::new();
                     for (k, v) in object(&d)?.iter() {

@@ -96,7 +96,7 @@ impl IndexProbe {
     pub fn values(&self, doc: &Datum) -> Vec<Datum> {
         match self.value(doc) {
             None => Vec::new(),
-            Some(Datum::Array(items)) if self.ix.multi => items.to_vec(),
+            Some(Datum::Array(ref items)) if self.ix.multi => items.to_vec(),
             Some(v) => vec![v],
         }
     }
@@ -401,7 +401,7 @@ fn index_from_arg(name: &str, v: Val) -> Result<IndexInfo> {
                 ready: false,
             })
         }
-        Val::Datum(Datum::Binary(b)) => {
+        Val::Datum(Datum::Binary(ref b)) => {
             let bad = |why: &str| {
                 logic(format!(
                     "Binary blob passed to index create could not be interpreted as a reql_index_function ({why})."

@@ -413,6 +413,7 @@ fn forbids_writes(ty: u32) -> bool {
 }
 
 fn check_at(t: &Term, scope: &mut Vec<i64>, implicit_depth: u32, writes_ok: bool) -> Result<()> {
+    deep!(check_at(t, scope, implicit_depth, writes_ok));
     let Term::Op(op) = t else { return Ok(()) };
     if !writes_ok && is_write_or_meta(op.ty) {
         return Err(crate::error::compile(
@@ -585,6 +586,7 @@ fn func_params(op: &Op) -> Result<Vec<i64>> {
 
 /// Evaluates a term.
 pub fn eval(ctx: &Rc<Ctx>, env: &Env, t: &Rc<Term>) -> Result<Val> {
+    deep!(eval(ctx, env, t));
     let op = match &**t {
         Term::Datum(d) => return Ok(Val::Datum(d.clone())),
         Term::Op(op) => op,
@@ -895,7 +897,7 @@ fn eval_args_with(ctx: &Rc<Ctx>, env: &Env, rest_env: &Env, op: &Op) -> Result<V
         if a.ty() == tt::ARGS {
             expanded = true;
             match v {
-                Val::Datum(Datum::Array(items)) => {
+                Val::Datum(Datum::Array(ref items)) => {
                     out.extend(items.iter().cloned().map(Val::Datum));
                 }
                 other => {
@@ -1009,6 +1011,7 @@ pub fn deterministic_everywhere(t: &Term) -> bool {
 }
 
 fn deterministic_at(t: &Term, everywhere: bool) -> bool {
+    deep!(deterministic_at(t, everywhere));
     let Term::Op(op) = t else { return true };
     let bad = matches!(
         op.ty,

@@ -323,6 +323,7 @@ pub fn project(d: &Datum, spec: &Datum, recurse: bool) -> Datum {
 }
 
 fn project_into(out: &mut Object, d: &Datum, spec: &Datum) {
+    deep!(project_into(out, d, spec));
     let Datum::Object(o) = d else { return };
     match spec {
         Datum::Str(k) => {
@@ -368,6 +369,7 @@ pub fn unproject(d: &Datum, spec: &Datum, recurse: bool) -> Datum {
 }
 
 fn unproject_from(out: &mut Object, spec: &Datum) {
+    deep!(unproject_from(out, spec));
     match spec {
         Datum::Str(k) => {
             out.remove(&**k);
@@ -392,6 +394,7 @@ fn unproject_from(out: &mut Object, spec: &Datum) {
 
 /// Whether every path in `spec` exists (and is not null).
 pub fn has_fields(d: &Datum, spec: &Datum) -> bool {
+    deep!(has_fields(d, spec));
     let Datum::Object(o) = d else { return false };
     match spec {
         Datum::Str(k) => matches!(o.get(&**k), Some(v) if !matches!(v, Datum::Null)),
@@ -409,6 +412,7 @@ pub fn has_fields(d: &Datum, spec: &Datum) -> bool {
 
 /// RethinkDB's merge: objects merge recursively, `r.literal` replaces or deletes.
 pub fn merge(lhs: &Datum, rhs: &Datum) -> Datum {
+    deep!(merge(lhs, rhs));
     let (Datum::Object(l), Datum::Object(r)) = (lhs, rhs) else {
         return drop_literals(rhs).unwrap_or(Datum::Null);
     };
@@ -448,6 +452,7 @@ pub fn merge(lhs: &Datum, rhs: &Datum) -> Datum {
 
 /// Replaces literal pseudo-objects by their values; `None` for an empty literal.
 fn drop_literals(d: &Datum) -> Option<Datum> {
+    deep!(drop_literals(d));
     match d {
         Datum::Object(o) => {
             if d.reql_type() == Some("LITERAL") {

@@ -37,6 +37,7 @@ fn list(out: &mut String, items: &[std::rc::Rc<Term>]) {
 }
 
 fn write(out: &mut String, t: &Term) {
+    deep!(write(out, t));
     let op = match t {
         Term::Datum(d) => {
             out.push_str(&crate::json::to_json(d));

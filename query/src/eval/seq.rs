@@ -212,7 +212,7 @@ pub enum SeqIn {
 impl SeqIn {
     pub fn from_val(_ctx: &Ctx, v: Val) -> Result<SeqIn> {
         match v {
-            Val::Datum(Datum::Array(a)) => Ok(SeqIn::Array(a)),
+            Val::Datum(Datum::Array(ref a)) => Ok(SeqIn::Array(a.clone())),
             Val::Stream(s) => Ok(SeqIn::Stream(s)),
             Val::Datum(d) => {
                 let mut e = logic(format!("Cannot convert {} to SEQUENCE", d.type_name()));
@@ -486,7 +486,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
                 }
                 match inner.next_datum() {
                     Ok(Some(d)) => match f.call(&ctx2, &[d]) {
-                        Ok(Val::Datum(Datum::Array(a))) => pending = (*a).clone().into_iter(),
+                        Ok(Val::Datum(Datum::Array(ref a))) => pending = a.to_vec().into_iter(),
                         Ok(Val::Stream(s)) => match s.collect_all(&ctx2) {
                             Ok(v) => pending = v.into_iter(),
                             Err(e) => return Some(Err(e)),
@@ -820,7 +820,7 @@ fn range(ctx: &Ctx, args: &[Val]) -> Result<Val> {
 pub fn nth(ctx: &Rc<Ctx>, v: Val, idx: &Datum) -> Result<Val> {
     let n = int(idx)?;
     match v {
-        Val::Datum(Datum::Array(a)) => {
+        Val::Datum(Datum::Array(ref a)) => {
             let i = super::array::canonicalize(n, a.len())?;
             a.get(i)
                 .cloned()
@@ -1206,8 +1206,8 @@ pub fn group_by(ctx: &Rc<Ctx>, mut args: Vec<Val>, multi: bool) -> Result<Val> {
             for k in ks {
                 let choices: Vec<Datum> = match k {
                     // An empty array groups the row under null.
-                    Datum::Array(items) if items.is_empty() => vec![Datum::Null],
-                    Datum::Array(items) => items.iter().cloned().collect(),
+                    Datum::Array(ref items) if items.is_empty() => vec![Datum::Null],
+                    Datum::Array(ref items) => items.iter().cloned().collect(),
                     other => vec![other],
                 };
                 let mut next = Vec::with_capacity(combos.len() * choices.len());
@@ -1292,6 +1292,7 @@ impl Callable {
 /// Filter-by-example as RethinkDB does it: a missing field is a non-existence error
 /// (so `default` applies), nested objects match recursively, `r.literal` matches whole.
 fn filter_match(pattern: &Datum, row: &Datum) -> Result<bool> {
+    deep!(filter_match(pattern, row));
     if pattern.reql_type() == Some("LITERAL") {
         return Ok(pattern.get_field("value") == Some(row));
     }
@@ -1315,6 +1316,7 @@ fn filter_match(pattern: &Datum, row: &Datum) -> Result<bool> {
 
 /// Filter-by-example: every field of the pattern matches the row.
 fn matches_pattern(row: &Datum, pattern: &Object) -> bool {
+    deep!(matches_pattern(row, pattern));
     let Datum::Object(o) = row else { return false };
     pattern.iter().all(|(k, pv)| match (o.get(k), pv) {
         (Some(rv @ Datum::Object(_)), Datum::Object(sub)) if !pv.is_ptype() => {

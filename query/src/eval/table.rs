@@ -620,7 +620,7 @@ pub fn order_by(
         let r = super::seq::order_by(ctx, plain(seq), keys)?;
         return Ok(match (sel, r) {
             (Some(t), Val::Stream(s)) => as_array_selection(t, s.drain_all()?),
-            (Some(t), Val::Datum(Datum::Array(a))) => as_array_selection(t, a.to_vec()),
+            (Some(t), Val::Datum(Datum::Array(ref a))) => as_array_selection(t, a.to_vec()),
             (_, r) => r,
         });
     };
@@ -673,9 +673,9 @@ pub fn order_by(
         }
         let ks: Vec<(bool, Val)> = keys.iter().map(|(d, v)| (*d, v.share())).collect();
         match super::seq::order_by(ctx, Val::Datum(Datum::array(std::mem::take(run))), ks)? {
-            Val::Datum(Datum::Array(a)) => out.extend(a.iter().cloned()),
+            Val::Datum(Datum::Array(ref a)) => out.extend(a.iter().cloned()),
             other => {
-                if let Datum::Array(a) = other.into_datum(ctx)? {
+                if let Datum::Array(ref a) = other.into_datum(ctx)? {
                     out.extend(a.iter().cloned());
                 }
             }
@@ -809,6 +809,7 @@ fn index_values(t: &Rc<TableRef>, ix: &IndexInfo) -> Stream {
 }
 
 fn has_extrema(d: &Datum) -> bool {
+    deep!(has_extrema(d));
     match d {
         Datum::MinVal | Datum::MaxVal => true,
         Datum::Array(a) => a.iter().any(has_extrema),
@@ -1198,7 +1199,7 @@ fn for_each(ctx: &Rc<Ctx>, args: &mut [Val]) -> Result<Val> {
     while let Some(d) = s.next_datum()? {
         let r = f.call(ctx, &[d])?;
         match r {
-            Val::Datum(Datum::Array(a)) => {
+            Val::Datum(Datum::Array(ref a)) => {
                 for x in a.iter() {
                     stats.merge_datum(x).map_err(|_| fail())?;
                 }

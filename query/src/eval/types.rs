@@ -37,8 +37,8 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, args: &[Val], opt: &Optargs) -> Result<Opti
             Datum::array(v)
         }
         tt::BINARY => match d(0)? {
-            Datum::Binary(b) => Datum::Binary(b),
-            Datum::Str(s) => Datum::Binary(s.as_bytes().into()),
+            Datum::Binary(ref b) => Datum::Binary(b.clone()),
+            Datum::Str(ref s) => Datum::Binary(s.as_bytes().into()),
             other => return Err(super::type_err("STRING", &other)),
         },
         tt::UUID => {

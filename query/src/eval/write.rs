@@ -23,7 +23,7 @@ impl ReturnChanges {
         match d {
             None | Some(Datum::Bool(false)) => Ok(ReturnChanges::No),
             Some(Datum::Bool(true)) => Ok(ReturnChanges::Yes),
-            Some(Datum::Str(s)) if &*s == "always" => Ok(ReturnChanges::Always),
+            Some(Datum::Str(ref s)) if &**s == "always" => Ok(ReturnChanges::Always),
             Some(other) => Err(logic(format!(
                 "Invalid return_changes value `{}` (options are `true`, `false`, and `'always'`)",
                 crate::json::to_json(&other)
@@ -171,6 +171,7 @@ enum RowResult {
 }
 
 fn has_extrema(d: &Datum) -> bool {
+    deep!(has_extrema(d));
     match d {
         Datum::MinVal | Datum::MaxVal => true,
         Datum::Array(a) => a.iter().any(has_extrema),
@@ -183,6 +184,7 @@ fn has_extrema(d: &Datum) -> bool {
 const STORED_ARRAY_MAX: usize = 100_000;
 
 fn has_huge_array(d: &Datum) -> bool {
+    deep!(has_huge_array(d));
     match d {
         Datum::Array(a) => a.len() > STORED_ARRAY_MAX || a.iter().any(has_huge_array),
         Datum::Object(o) => o.values().any(has_huge_array),

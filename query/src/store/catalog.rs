@@ -88,7 +88,7 @@ impl DbInfo {
     }
     pub fn decode(b: &[u8]) -> Result<DbInfo> {
         let d = codec::decode(b).map_err(|e| internal(format!("bad catalog entry: {}", e.0)))?;
-        let Datum::Object(o) = d else {
+        let Datum::Object(ref o) = d else {
             return Err(internal("catalog entry is not an object"));
         };
         Ok(DbInfo {
@@ -139,7 +139,7 @@ impl TableInfo {
     }
     pub fn decode(b: &[u8]) -> Result<TableInfo> {
         let d = codec::decode(b).map_err(|e| internal(format!("bad catalog entry: {}", e.0)))?;
-        let Datum::Object(o) = d else {
+        let Datum::Object(ref o) = d else {
             return Err(internal("catalog entry is not an object"));
         };
         let key_id = match o.get("key_id") {

@@ -71,6 +71,7 @@ pub fn secondary_code(d: &Datum) -> Result<Vec<u8>> {
 }
 
 fn check_secondary(d: &Datum, top: bool) -> Result<()> {
+    deep!(check_secondary(d, top));
     let ok = match d {
         Datum::Num(_) | Datum::Str(_) | Datum::Bool(_) | Datum::Binary(_) => true,
         Datum::Array(a) => {

@@ -33,6 +33,7 @@ pub const PRIMARY_KEY_BYTES_MAX: usize = 128;
 
 /// The length of RethinkDB's printed primary key (a tag byte, then the value).
 fn printed_key_len(d: &Datum) -> usize {
+    deep!(printed_key_len(d));
     match d {
         Datum::Str(s) => 1 + s.len(),
         Datum::Bool(_) => 2,
@@ -883,6 +884,7 @@ pub fn check_primary_key(pk: &Datum) -> Result<()> {
 /// Primary keys may not contain NUL bytes in strings (RethinkDB's key format forbids
 /// them), also inside arrays.
 fn check_no_nul(d: &Datum) -> Result<()> {
+    deep!(check_no_nul(d));
     match d {
         Datum::Str(s) => match s.bytes().position(|b| b == 0) {
             None => Ok(()),

@@ -95,7 +95,7 @@ fn candidates(
             // A multi index keeps each element under its position (the key's last
             // four bytes).
             let geometry = match value {
-                Datum::Array(items) if ix.multi => {
+                Datum::Array(ref items) if ix.multi => {
                     let at = id.len().checked_sub(4).map(|i| &id[i..]);
                     let Some(tag) = at.map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) else {
                         continue;
