@@ -116,9 +116,9 @@ pub fn with_room<T>(f: impl FnOnce() -> T) -> T {
 #[cold]
 #[inline(never)]
 fn on_new_segment<T>(f: impl FnOnce() -> T) -> T {
-    let mut seg = SEGMENTS
-        .with(|p| p.borrow_mut().pop())
-        .unwrap_or_else(|| DefaultStack::new(SEGMENT_BYTES).expect("stack segment allocation failed"));
+    let mut seg = SEGMENTS.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| {
+        DefaultStack::new(SEGMENT_BYTES).expect("stack segment allocation failed")
+    });
     /// Puts the caller's stack limit back however `f` ends.
     struct Restore(usize);
     impl Drop for Restore {
@@ -156,23 +156,90 @@ fn return_stack(s: DefaultStack) {
 
 /// Runs `f` on a fiber; every `block_on` inside it awaits on the calling task.
 pub async fn run<T: 'static>(f: impl FnOnce() -> T + 'static) -> T {
+    run_with(None, f).await
+}
+
+/// Runs `f` on a fiber under `ctl`: its allocations are metered, `control::tick` inside
+/// it time-slices and reports `ctl`'s interrupt and memory limits.
+pub async fn run_controlled<T: 'static>(
+    ctl: Rc<crate::control::Control>,
+    f: impl FnOnce() -> T + 'static,
+) -> T {
+    run_with(Some(ctl), f).await
+}
+
+/// A started fiber. Dropping it before it returns unwinds it, with its own stack limit
+/// and control in place (destructors may walk deep data and free metered memory).
+struct Running<T> {
+    co: Option<Coroutine<(), Wait, T, DefaultStack>>,
+    ctl: Option<Rc<crate::control::Control>>,
+    /// The stack limit the fiber had when it last suspended (it may be on a segment).
+    limit: usize,
+}
+
+impl<T> Running<T> {
+    fn ctl_ptr(&self) -> *const crate::control::Control {
+        self.ctl.as_ref().map_or(std::ptr::null(), Rc::as_ptr)
+    }
+}
+
+impl<T> Drop for Running<T> {
+    fn drop(&mut self) {
+        if let Some(co) = self.co.take() {
+            let prev_limit = STACK_LIMIT.with(|l| l.replace(self.limit));
+            let prev_ctl = crate::control::enter(self.ctl_ptr());
+            drop(co);
+            crate::control::enter(prev_ctl);
+            STACK_LIMIT.with(|l| l.set(prev_limit));
+        }
+        if let Some(c) = &self.ctl {
+            crate::control::retire(c);
+        }
+    }
+}
+
+thread_local! {
+    /// The stack limit of the fiber that suspended last on this thread (set by
+    /// `block_on` just before it suspends, read by `run` just after).
+    static SUSPENDED_LIMIT: Cell<usize> = const { Cell::new(0) };
+}
+
+async fn run_with<T: 'static>(
+    ctl: Option<Rc<crate::control::Control>>,
+    f: impl FnOnce() -> T + 'static,
+) -> T {
     let stack = take_stack();
     let limit = usable_limit(&stack);
-    let mut co: Coroutine<(), Wait, T, DefaultStack> =
+    let co: Coroutine<(), Wait, T, DefaultStack> =
         Coroutine::with_stack(stack, move |y: &FiberYielder, ()| {
             CURRENT.with(|c| c.set(y as *const FiberYielder));
             STACK_LIMIT.with(|l| l.set(limit));
             f()
         });
+    let mut running = Running {
+        co: Some(co),
+        ctl,
+        limit,
+    };
     loop {
         let prev = CURRENT.with(|c| c.get());
         let prev_limit = STACK_LIMIT.with(|l| l.get());
-        let step = co.resume(());
+        let prev_ctl = crate::control::enter(running.ctl_ptr());
+        let step = running
+            .co
+            .as_mut()
+            .expect("a fiber is resumed only until it returns")
+            .resume(());
+        crate::control::enter(prev_ctl);
         CURRENT.with(|c| c.set(prev));
         STACK_LIMIT.with(|l| l.set(prev_limit));
         match step {
-            CoroutineResult::Yield(wait) => wait.await,
+            CoroutineResult::Yield(wait) => {
+                running.limit = SUSPENDED_LIMIT.with(|l| l.get());
+                wait.await
+            }
             CoroutineResult::Return(v) => {
+                let co = running.co.take().expect("the fiber just returned");
                 return_stack(co.into_stack());
                 return v;
             }
@@ -201,11 +268,36 @@ pub fn block_on<T: 'static>(fut: impl Future<Output = T> + 'static) -> T {
     let yielder = unsafe { &*y };
     // The fiber may be on a `with_room` segment; it gets the same limit back.
     let limit = STACK_LIMIT.with(|l| l.get());
+    SUSPENDED_LIMIT.with(|l| l.set(limit));
     yielder.suspend(wait);
     CURRENT.with(|c| c.set(y));
     STACK_LIMIT.with(|l| l.set(limit));
     slot.take()
         .expect("a fiber resumes only after the future it waits for completes")
+}
+
+/// Waits for `fut` like `block_on`, but gives up (dropping `fut`) as soon as the
+/// current fiber's control is interrupted: long waits (scripts, HTTP requests) end
+/// within moments of a STOP or of the client leaving.
+pub fn block_on_interruptible<T: 'static>(
+    fut: impl Future<Output = T> + 'static,
+) -> Result<T, crate::control::Stop> {
+    use crate::control::Stop;
+    let Some(ctl) = crate::control::current_control() else {
+        return Ok(block_on(fut));
+    };
+    if ctl.is_interrupted() {
+        return Err(Stop::Interrupted);
+    }
+    let stopped = std::future::poll_fn(move |cx| {
+        if ctl.is_interrupted() {
+            std::task::Poll::Ready(None)
+        } else {
+            ctl.add_waiter(cx.waker());
+            std::task::Poll::Pending
+        }
+    });
+    block_on(futures_lite::future::or(async { Some(fut.await) }, stopped)).ok_or(Stop::Interrupted)
 }
 
 /// Lets other tasks on the core run (a long query calls this now and then).

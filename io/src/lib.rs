@@ -6,6 +6,7 @@
 //! live here too, with an in-memory fault-injecting twin.
 
 pub mod background;
+pub mod control;
 pub mod fiber;
 pub mod fs;
 pub mod runtime;

@@ -160,18 +160,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Conn<S> {
         match ev {
             Event::Done(token, outcome) => {
                 self.feed_reads.remove(&token);
-                match outcome.cursor {
-                    Some(c) => self.session.keep_cursor(token, c),
-                    None => self.session.finished(token),
-                }
-                if let Some(r) = outcome.reply {
-                    self.pending.extend_from_slice(&r);
+                if !self.session.job_done(token) {
+                    // STOPped while running: STOP was answered; this answer is not.
+                    self.session.finished(token);
+                } else {
+                    match outcome.cursor {
+                        Some(c) => self.session.keep_cursor(token, c),
+                        None => self.session.finished(token),
+                    }
+                    if let Some(r) = outcome.reply {
+                        self.pending.extend_from_slice(&r);
+                    }
                 }
             }
             Event::Read(r, frame) => match frame? {
                 Frame::Eof => {
                     self.closing = true;
-                    self.session.cancel_feeds();
+                    // Nobody will read the answers: running queries stop at their
+                    // next step, waiting feeds at once.
+                    self.session.interrupt_all();
                 }
                 Frame::TooLarge(token, len) => {
                     let msg = format!(
@@ -192,16 +199,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Conn<S> {
                         Step::Reply(None) => {}
                         Step::NoreplyWait => self.noreply_waiters.push(token),
                         Step::Run(job) => {
+                            let control = self
+                                .session
+                                .control(token)
+                                .expect("the session registers every job it hands out");
                             if self.session.is_feed(token) {
                                 // Delivering changes yields to queries and writes: a
                                 // busy core lets feeds lag (up to their queue bound)
                                 // rather than slow the writers down.
                                 self.feed_reads.insert(token);
-                                self.tasks
-                                    .push(Box::pin(rdb_io::in_background(run_job(token, job))));
+                                self.tasks.push(Box::pin(rdb_io::in_background(run_job(
+                                    token, job, control,
+                                ))));
                             } else {
-                                self.tasks
-                                    .push(Box::pin(rdb_io::foreground(run_job(token, job))));
+                                self.tasks.push(Box::pin(rdb_io::foreground(run_job(
+                                    token, job, control,
+                                ))));
                             }
                         }
                     }
@@ -228,8 +241,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Conn<S> {
     }
 }
 
-async fn run_job(token: u64, job: crate::session::Job) -> (u64, Outcome) {
-    let outcome = rdb_io::fiber::run(move || {
+async fn run_job(
+    token: u64,
+    job: crate::session::Job,
+    control: Rc<rdb_io::control::Control>,
+) -> (u64, Outcome) {
+    let outcome = rdb_io::fiber::run_controlled(control, move || {
         // A bug in one query must not take the server (or this connection) down.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).unwrap_or_else(|_| Outcome {
             reply: Some(response::client_error(

@@ -3,6 +3,7 @@
 
 use crate::frame::{BodyError, Query, StartBody};
 use crate::response::{self, client_error};
+use rdb_io::control::Control;
 use rdb_query::error::{logic, ErrorKind};
 use rdb_query::eval::feed::{self, FeedControl};
 use rdb_query::eval::{self, Ctx, Env, Stream, Val};
@@ -58,6 +59,14 @@ pub struct ServerInfo {
     pub name: String,
 }
 
+/// A query being evaluated.
+struct Running {
+    control: Rc<Control>,
+    /// A START (STOP interrupts it); CONTINUEs end by themselves (a feed's by its
+    /// `FeedControl`) and are answered.
+    start: bool,
+}
+
 pub struct Session {
     cursors: HashMap<u64, Cursor>,
     /// Changefeeds of open cursors, also while a CONTINUE holds the cursor (so STOP and
@@ -65,6 +74,9 @@ pub struct Session {
     feeds: HashMap<u64, Vec<Rc<FeedControl>>>,
     server: ServerInfo,
     store: Option<Rc<Store>>,
+    /// Queries being evaluated (START or CONTINUE), with the control that interrupts
+    /// them; a token STOPped while running is no longer here, and its answer is dropped.
+    running: HashMap<u64, Running>,
 }
 
 impl Session {
@@ -74,7 +86,35 @@ impl Session {
             feeds: HashMap::new(),
             server,
             store,
+            running: HashMap::new(),
         }
+    }
+
+    /// The control of the running query `token` (the connection runs its job under it).
+    pub fn control(&self, token: u64) -> Option<Rc<Control>> {
+        self.running.get(&token).map(|r| r.control.clone())
+    }
+
+    /// A query's job ended: `false` if it was STOPped meanwhile (its answer, the
+    /// interruption, is not sent: STOP was answered already).
+    pub fn job_done(&mut self, token: u64) -> bool {
+        self.running.remove(&token).is_some()
+    }
+
+    /// Interrupts every running query (the client left or the server stops).
+    pub fn interrupt_all(&mut self) {
+        for r in self.running.values() {
+            r.control.interrupt();
+        }
+        self.cancel_feeds();
+    }
+
+    fn duplicate_token(token: u64) -> Step {
+        Step::Reply(Some(client_error(
+            token,
+            ErrorKind::QueryLogic,
+            &format!("ERROR: duplicate token {token}"),
+        )))
     }
 
     /// Decides what one query frame needs. Evaluation happens in the returned `Job`,
@@ -99,6 +139,11 @@ impl Session {
         };
         match q {
             Query::Start(body) => {
+                // RethinkDB refuses a START whose token is still in use (running or an
+                // open cursor) and leaves that query alone.
+                if self.running.contains_key(&token) || self.cursors.contains_key(&token) {
+                    return Session::duplicate_token(token);
+                }
                 if self.cursors.len() >= CURSORS_MAX {
                     let e = ReqlError::new(
                         ErrorKind::ResourceLimit,
@@ -107,16 +152,34 @@ impl Session {
                     return Step::Reply(Some(response::error(token, &e)));
                 }
                 let store = self.store.clone();
+                let control = Control::for_query();
+                self.running.insert(
+                    token,
+                    Running {
+                        control,
+                        start: true,
+                    },
+                );
                 Step::Run(Box::new(move || start(token, body, store)))
             }
             Query::Continue => match self.cursors.remove(&token) {
-                Some(c) => Step::Run(Box::new(move || {
-                    let (reply, cursor) = next_batch(token, c, None, true);
-                    Outcome {
-                        reply: Some(reply),
-                        cursor,
-                    }
-                })),
+                Some(c) => {
+                    let control = Control::for_query();
+                    self.running.insert(
+                        token,
+                        Running {
+                            control,
+                            start: false,
+                        },
+                    );
+                    Step::Run(Box::new(move || {
+                        let (reply, cursor) = next_batch(token, c, None, true);
+                        Outcome {
+                            reply: Some(reply),
+                            cursor,
+                        }
+                    }))
+                }
                 None => Step::Reply(Some(client_error(
                     token,
                     ErrorKind::QueryLogic,
@@ -125,6 +188,12 @@ impl Session {
             },
             Query::Stop => {
                 self.cursors.remove(&token);
+                // A running query stops at its next step and its answer is dropped.
+                if self.running.get(&token).is_some_and(|r| r.start) {
+                    if let Some(r) = self.running.remove(&token) {
+                        r.control.interrupt();
+                    }
+                }
                 // A CONTINUE waiting for changes ends now, answered on its own.
                 for f in self.feeds.remove(&token).into_iter().flatten() {
                     f.cancel();

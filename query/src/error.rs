@@ -66,6 +66,46 @@ impl std::error::Error for ReqlError {}
 
 pub type Result<T> = std::result::Result<T, ReqlError>;
 
+/// Why a query's fiber had to stop (`rdb_io::control`), as the error its client gets.
+impl From<rdb_io::control::Stop> for ReqlError {
+    fn from(s: rdb_io::control::Stop) -> ReqlError {
+        use rdb_io::control::Stop;
+        match s {
+            Stop::Interrupted => ReqlError::new(
+                ErrorKind::OpIndeterminate,
+                "Query interrupted (stopped, its connection closed, or the server is shutting down).",
+            ),
+            Stop::QueryMemory { limit_bytes } => ReqlError::new(
+                ErrorKind::ResourceLimit,
+                format!(
+                    "Query exceeded its memory limit ({} MiB; the server's `--query-memory-mb`).",
+                    limit_bytes >> 20
+                ),
+            ),
+            Stop::CoreMemory { limit_bytes } => ReqlError::new(
+                ErrorKind::ResourceLimit,
+                format!(
+                    "Queries on this server core hold more memory than its limit ({} MiB; the server's `--queries-memory-mb`); try again later.",
+                    limit_bytes >> 20
+                ),
+            ),
+        }
+    }
+}
+
+/// One step of evaluation: time-slices the core and stops a query that was
+/// interrupted or holds too much memory (`rdb_io::control::tick`).
+#[inline]
+pub fn tick() -> Result<()> {
+    rdb_io::control::tick().map_err(ReqlError::from)
+}
+
+/// Fails unless the current query may allocate `bytes` more (asked before building
+/// something large, so one allocation cannot overshoot the limits).
+pub fn reserve(bytes: u64) -> Result<()> {
+    rdb_io::control::can_allocate(bytes).map_err(ReqlError::from)
+}
+
 pub fn logic(msg: impl Into<String>) -> ReqlError {
     ReqlError::new(ErrorKind::QueryLogic, msg)
 }

@@ -179,6 +179,63 @@ pub fn pretty(d: &Datum) -> String {
     s
 }
 
+/// `pretty`, failing once the text passes `max_bytes` (indentation makes the text of a
+/// deeply nested value quadratic in its depth).
+pub fn pretty_capped(d: &Datum, max_bytes: usize) -> Result<String> {
+    let mut s = String::new();
+    if write_pretty_capped(&mut s, d, 0, max_bytes) {
+        Ok(s)
+    } else {
+        Err(crate::error::resource(format!(
+            "String over the size limit ({max_bytes} bytes) while printing a value."
+        )))
+    }
+}
+
+/// `write_pretty` that stops (returning false) once `out` is longer than `max`.
+fn write_pretty_capped(out: &mut String, d: &Datum, depth: usize, max: usize) -> bool {
+    deep!(write_pretty_capped(out, d, depth, max));
+    if out.len() > max || depth > max {
+        return false;
+    }
+    match d {
+        Datum::Array(a) if !a.is_empty() => {
+            out.push_str("[\n");
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(",\n");
+                }
+                indent(out, depth + 1);
+                if !write_pretty_capped(out, x, depth + 1, max) {
+                    return false;
+                }
+            }
+            out.push('\n');
+            indent(out, depth);
+            out.push(']');
+        }
+        Datum::Object(o) if !o.is_empty() => {
+            out.push_str("{\n");
+            for (i, (k, v)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(",\n");
+                }
+                indent(out, depth + 1);
+                write_str(out, k);
+                out.push_str(":\t");
+                if !write_pretty_capped(out, v, depth + 1, max) {
+                    return false;
+                }
+            }
+            out.push('\n');
+            indent(out, depth);
+            out.push('}');
+        }
+        _ => write_pretty(out, d, depth),
+    }
+    out.len() <= max
+}
+
 /// `pretty`, cut to RethinkDB's limit for values quoted in messages.
 pub fn trunc_pretty(d: &Datum) -> String {
     const TRUNC_LEN: usize = 300;

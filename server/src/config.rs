@@ -55,6 +55,14 @@ pub struct ServeArgs {
     /// Memtable size that triggers a flush to an SSTable, in MiB.
     #[arg(long)]
     pub memtable_mb: Option<u64>,
+    /// Memory one query may hold, in MiB; past it the query fails with a
+    /// ReqlResourceLimitError (1024 by default).
+    #[arg(long)]
+    pub query_memory_mb: Option<u64>,
+    /// Memory all queries of one core may hold together, in MiB; past it the query that
+    /// asks for more fails (half the machine's memory over the cores by default).
+    #[arg(long)]
+    pub queries_memory_mb: Option<u64>,
     /// Allow `r.js` (JavaScript in sandboxed QuickJS runtimes); off by default, as
     /// scripts are arbitrary code.
     #[arg(long)]
@@ -83,6 +91,9 @@ pub struct Config {
     pub server_name: String,
     pub wal_segment_mb: u64,
     pub memtable_mb: u64,
+    pub query_memory_mb: u64,
+    /// `None`: half the machine's memory over the cores.
+    pub queries_memory_mb: Option<u64>,
     pub enable_js: bool,
     pub js_memory_mb: u64,
     pub enable_http: bool,
@@ -96,6 +107,14 @@ fn check_mb(flag: &str, mb: u64) -> Result<u64, String> {
         Ok(mb)
     } else {
         Err(format!("{flag} must be between 1 and 4096 (got {mb})"))
+    }
+}
+
+fn check_memory_mb(flag: &str, mb: u64) -> Result<u64, String> {
+    if (16..=1 << 20).contains(&mb) {
+        Ok(mb)
+    } else {
+        Err(format!("{flag} must be between 16 and 1048576 (got {mb})"))
     }
 }
 
@@ -146,6 +165,17 @@ impl Config {
                 "--memtable-mb",
                 args.memtable_mb.or(file.memtable_mb).unwrap_or(32),
             )?,
+            query_memory_mb: check_memory_mb(
+                "--query-memory-mb",
+                args.query_memory_mb
+                    .or(file.query_memory_mb)
+                    .unwrap_or(1024),
+            )?,
+            queries_memory_mb: args
+                .queries_memory_mb
+                .or(file.queries_memory_mb)
+                .map(|mb| check_memory_mb("--queries-memory-mb", mb))
+                .transpose()?,
             enable_js: args.enable_js || file.enable_js,
             js_memory_mb: check_mb(
                 "--js-memory-mb",
@@ -214,6 +244,12 @@ pub fn parse_text(text: &str) -> Result<ServeArgs, String> {
             "wal-segment-mb" => a.wal_segment_mb = Some(v.parse().map_err(|_| bad("size in MiB"))?),
             "memtable-mb" => a.memtable_mb = Some(v.parse().map_err(|_| bad("size in MiB"))?),
             "enable-js" => a.enable_js = v.parse().map_err(|_| bad("boolean"))?,
+            "query-memory-mb" => {
+                a.query_memory_mb = Some(v.parse().map_err(|_| bad("size in MiB"))?)
+            }
+            "queries-memory-mb" => {
+                a.queries_memory_mb = Some(v.parse().map_err(|_| bad("size in MiB"))?)
+            }
             "js-memory-mb" => a.js_memory_mb = Some(v.parse().map_err(|_| bad("size in MiB"))?),
             "enable-http" => a.enable_http = v.parse().map_err(|_| bad("boolean"))?,
             "http-allow-private" => a.http_allow_private = v.parse().map_err(|_| bad("boolean"))?,

@@ -14,8 +14,47 @@ use std::time::Duration;
 
 // Queries allocate many small short-lived values (datums, terms, futures); mimalloc's
 // per-thread free lists serve them several times faster than glibc's malloc here.
+// Every allocation is also charged to the query fiber running at the time (if any), so
+// each query's memory, and all queries' on a core, stay under their limits.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Metered = Metered;
+
+struct Metered;
+
+// SAFETY: every call is forwarded unchanged to mimalloc; the meter calls only update
+// thread-local counters and never allocate.
+unsafe impl std::alloc::GlobalAlloc for Metered {
+    #[inline]
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.alloc(layout) };
+        if !p.is_null() {
+            rdb_io::control::on_alloc(layout.size());
+        }
+        p
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
+        if !p.is_null() {
+            rdb_io::control::on_alloc(layout.size());
+        }
+        p
+    }
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        rdb_io::control::on_dealloc(layout.size());
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            rdb_io::control::on_dealloc(layout.size());
+            rdb_io::control::on_alloc(new_size);
+        }
+        p
+    }
+}
 
 /// mimalloc's `mi_option_purge_delay` (its position in `mi_option_e`, mimalloc.h v3; the
 /// Rust bindings name no constant for it).
@@ -66,6 +105,18 @@ fn init_logging(cfg: &Config) -> Result<(), String> {
         None => builder.with_writer(std::io::stderr).init(),
     }
     Ok(())
+}
+
+/// The machine's memory (4 GiB if /proc/meminfo cannot be read).
+fn physical_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib << 10)
+        })
+        .unwrap_or(4 << 30)
 }
 
 fn server_id(dir: &std::path::Path) -> Result<String, String> {
@@ -121,6 +172,17 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
         },
         cfg.wal_segment_mb,
         cfg.memtable_mb,
+    );
+
+    let queries_mb = cfg
+        .queries_memory_mb
+        .unwrap_or_else(|| (physical_memory_bytes() / 2 / shards as u64) >> 20)
+        .max(cfg.query_memory_mb);
+    rdb_io::control::set_query_limit_bytes(cfg.query_memory_mb << 20);
+    rdb_io::control::set_core_limit_bytes(queries_mb << 20);
+    tracing::info!(
+        "memory limits: {} MiB per query, {queries_mb} MiB for all queries of a core",
+        cfg.query_memory_mb
     );
 
     if cfg.enable_js {

@@ -125,7 +125,10 @@ fn add(ctx: &Ctx, lhs: Datum, rhs: Datum) -> Result<Datum> {
     match &lhs {
         Datum::Num(a) => make_num(a + check_num(&rhs)?),
         Datum::Str(a) => match &rhs {
-            Datum::Str(b) => Ok(Datum::str(format!("{a}{b}"))),
+            Datum::Str(b) => {
+                super::check_string_len(a.len() + b.len())?;
+                Ok(Datum::str(format!("{a}{b}")))
+            }
             _ => Err(type_err_null_aware("STRING", &rhs)),
         },
         Datum::Array(a) => match &rhs {

@@ -96,7 +96,9 @@ impl Ctx {
                 ),
             ));
         }
-        Ok(())
+        // An array of `len` datums must also fit the query's memory (asked before
+        // building it: with a raised `array_limit` one allocation could be gigabytes).
+        crate::error::reserve((len as u64).saturating_mul(std::mem::size_of::<Datum>() as u64))
     }
 }
 
@@ -584,9 +586,34 @@ fn func_params(op: &Op) -> Result<Vec<i64>> {
     }
 }
 
+/// Longest string a query may build, in bytes. RethinkDB has no such cap; without one
+/// a loop of concatenations doubles a string until the process runs out of memory.
+pub const STRING_BYTES_MAX: usize = 64 << 20;
+
+/// Fails for a string of `len` bytes (callers building strings ask before they do).
+pub fn check_string_len(len: usize) -> Result<()> {
+    if len > STRING_BYTES_MAX {
+        return Err(ReqlError::new(
+            ErrorKind::ResourceLimit,
+            format!("String of {len} bytes is over the size limit ({STRING_BYTES_MAX} bytes)."),
+        ));
+    }
+    Ok(())
+}
+
 /// Evaluates a term.
 pub fn eval(ctx: &Rc<Ctx>, env: &Env, t: &Rc<Term>) -> Result<Val> {
     deep!(eval(ctx, env, t));
+    crate::error::tick()?;
+    let v = eval_term(ctx, env, t)?;
+    // Every string a term builds is checked here, whatever built it.
+    if let Val::Datum(Datum::Str(s)) = &v {
+        check_string_len(s.len())?;
+    }
+    Ok(v)
+}
+
+fn eval_term(ctx: &Rc<Ctx>, env: &Env, t: &Rc<Term>) -> Result<Val> {
     let op = match &**t {
         Term::Datum(d) => return Ok(Val::Datum(d.clone())),
         Term::Op(op) => op,

@@ -62,6 +62,11 @@ impl Selection {
 
 impl Stream {
     pub fn new(iter: DatumIter, infinite: bool) -> Stream {
+        // Every element is a step: long reads yield the core and stop when interrupted.
+        let iter: DatumIter = Box::new(iter.map(|r| {
+            crate::error::tick()?;
+            r
+        }));
         Stream {
             iter,
             raw: None,
@@ -82,6 +87,10 @@ impl Stream {
 
     /// A stream of stored rows, decoded only when an element is needed.
     pub fn from_raw(raw: RawIter) -> Stream {
+        let raw: RawIter = Box::new(raw.map(|r| {
+            crate::error::tick()?;
+            r
+        }));
         Stream {
             iter: Box::new(std::iter::empty()),
             raw: Some(raw),
@@ -1178,6 +1187,17 @@ fn group(ctx: &Rc<Ctx>, args: Vec<Val>, opt: &Optargs) -> Result<Val> {
     group_by(ctx, args, multi)
 }
 
+/// RethinkDB's bound on the number of groups (`array_limit`).
+fn check_groups(ctx: &Ctx, groups: usize) -> Result<()> {
+    if groups > ctx.array_limit {
+        return Err(ReqlError::new(
+            ErrorKind::ResourceLimit,
+            format!("Too many groups (> {}).", ctx.array_limit),
+        ));
+    }
+    Ok(())
+}
+
 /// Groups `args[0]` by the key functions or field names in `args[1..]`.
 pub fn group_by(ctx: &Rc<Ctx>, mut args: Vec<Val>, multi: bool) -> Result<Val> {
     let mut keys = Vec::new();
@@ -1227,6 +1247,7 @@ pub fn group_by(ctx: &Rc<Ctx>, mut args: Vec<Val>, multi: bool) -> Result<Val> {
                     Datum::array(c)
                 };
                 groups.entry(key).or_default().push(d.clone());
+                check_groups(ctx, groups.len())?;
             }
             continue;
         }
@@ -1236,6 +1257,7 @@ pub fn group_by(ctx: &Rc<Ctx>, mut args: Vec<Val>, multi: bool) -> Result<Val> {
             Datum::array(ks)
         };
         groups.entry(key).or_default().push(d);
+        check_groups(ctx, groups.len())?;
     }
     let groups = groups
         .into_iter()

@@ -150,7 +150,10 @@ fn info(v: &Val) -> Result<Datum> {
                 o.insert("count".into(), Datum::Num(b.len() as f64));
             }
             if !matches!(d, Datum::Null | Datum::MinVal | Datum::MaxVal) {
-                o.insert("value".into(), Datum::str(json::pretty(d)));
+                o.insert(
+                    "value".into(),
+                    Datum::str(json::pretty_capped(d, super::STRING_BYTES_MAX)?),
+                );
             }
         }
         Val::Func(f) => {
