@@ -10,12 +10,53 @@ pub mod control;
 pub mod fiber;
 pub mod fs;
 pub mod runtime;
+pub mod watchdog;
 
 pub use background::{foreground, in_background};
-pub use runtime::{memlock_limit_bytes, run_per_core, spawn_local, RuntimeConfig, RuntimeError};
+pub use runtime::{
+    memlock_limit_bytes, run_per_core, spawn_local, watchdog, RuntimeConfig, RuntimeError,
+};
 
 /// A TCP listener bound with SO_REUSEPORT, so every core can accept on the same port.
 pub type TcpListener = glommio::net::TcpListener;
+
+/// Backlog of each listener.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Binds a listener for the current core: SO_REUSEPORT (every core listens on the same
+/// port) and SO_REUSEADDR (connections a previous run left in TIME_WAIT do not keep a
+/// restarted server off its port for a minute; a server still listening does).
+pub fn listen(addr: &std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let s = listen_socket(addr, true)?;
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the descriptor is a bound, listening TCP socket we own; the listener
+    // takes it over.
+    Ok(unsafe { TcpListener::from_raw_fd(s.into_raw_fd()) })
+}
+
+/// Checks that `addr` can be listened on, with the same options as `listen` except
+/// SO_REUSEPORT (so another server listening there counts as busy).
+pub fn probe_listen(addr: &std::net::SocketAddr) -> std::io::Result<()> {
+    listen_socket(addr, false).map(drop)
+}
+
+fn listen_socket(
+    addr: &std::net::SocketAddr,
+    reuse_port: bool,
+) -> std::io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(*addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    s.bind(&(*addr).into())?;
+    s.listen(LISTEN_BACKLOG)?;
+    Ok(s)
+}
 /// An accepted connection, owned by the core that accepted it.
 pub type TcpStream = glommio::net::TcpStream;
 

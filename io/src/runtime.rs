@@ -17,6 +17,8 @@ pub enum RuntimeError {
         core: usize,
         source: glommio::GlommioError<()>,
     },
+    #[error("could not start the executor watchdog: {reason}")]
+    Watchdog { reason: String },
     #[error("the executor for core {core} panicked")]
     Panicked { core: usize },
 }
@@ -59,11 +61,39 @@ pub fn memlock_limit_bytes() -> u64 {
 }
 
 /// Runs `f(core)` on one executor per core and waits for all of them to finish.
+/// A watchdog wakes any executor whose heartbeat stops (`watchdog.rs`).
 pub fn run_per_core<F, Fut>(cfg: &RuntimeConfig, f: F) -> Result<(), RuntimeError>
 where
     F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
+    let watchdog = crate::watchdog::Watchdog::start().map_err(|e| RuntimeError::Watchdog {
+        reason: e.to_string(),
+    })?;
+    let r = run_watched(cfg, f, &watchdog);
+    watchdog.stop();
+    r
+}
+
+/// The watchdog of the executors this process runs (to wake them all at shutdown).
+pub fn watchdog() -> Option<crate::watchdog::Watchdog> {
+    WATCHDOG.lock().ok().and_then(|w| w.clone())
+}
+
+static WATCHDOG: std::sync::Mutex<Option<crate::watchdog::Watchdog>> = std::sync::Mutex::new(None);
+
+fn run_watched<F, Fut>(
+    cfg: &RuntimeConfig,
+    f: F,
+    watchdog: &crate::watchdog::Watchdog,
+) -> Result<(), RuntimeError>
+where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    if let Ok(mut w) = WATCHDOG.lock() {
+        *w = Some(watchdog.clone());
+    }
     assert!(cfg.cores >= 1, "at least one core");
     let needed = cfg.cores as u64 * (cfg.io_memory_bytes as u64 + RING_OVERHEAD_BYTES);
     let limit = memlock_limit_bytes();
@@ -85,13 +115,19 @@ where
             glommio::Placement::Unbound
         };
         let f = f.clone();
+        let wd = watchdog.clone();
         let h = glommio::LocalExecutorBuilder::new(placement)
             .name(&format!("rdb-core-{core}"))
             .io_memory(cfg.io_memory_bytes)
             .ring_depth(RING_DEPTH)
             // Task queues take turns at least this often.
             .preempt_timer(PREEMPT_EVERY)
-            .spawn(move || f(core))
+            .spawn(move || async move {
+                let (registration, beating) = wd.register();
+                glommio::spawn_local(beating).detach();
+                f(core).await;
+                drop(registration);
+            })
             .map_err(|source| RuntimeError::Spawn { core, source })?;
         handles.push(h);
     }

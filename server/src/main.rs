@@ -131,20 +131,6 @@ fn server_id(dir: &std::path::Path) -> Result<String, String> {
     Ok(id)
 }
 
-/// Binds and listens on `addr` once (SO_REUSEADDR, as the cores will, so connections
-/// left in TIME_WAIT by a previous run do not count as "busy"; no SO_REUSEPORT, so a
-/// server still listening does).
-fn probe_listen(addr: &std::net::SocketAddr) -> std::io::Result<()> {
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(*addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    s.set_reuse_address(true)?;
-    s.bind(&(*addr).into())?;
-    s.listen(1)
-}
-
 fn run(args: &config::ServeArgs) -> Result<(), String> {
     let cfg = Config::resolve(args)?;
     init_logging(&cfg)?;
@@ -215,13 +201,31 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
 
     // Bind once up front so a busy port is reported clearly before any core starts.
     for a in &addrs {
-        probe_listen(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;
+        rdb_io::probe_listen(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;
     }
 
     let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, shutdown.clone())
-            .map_err(|e| format!("cannot install signal handler: {e}"))?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| format!("cannot install signal handler: {e}"))?;
+    {
+        // A thread of its own receives the signals: it raises the flag every core
+        // polls and interrupts every core's wait, so an idle core sees it at once.
+        let shutdown = shutdown.clone();
+        std::thread::Builder::new()
+            .name("rdb-signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    tracing::info!("received signal {sig}; shutting down");
+                    shutdown.store(true, Ordering::SeqCst);
+                    if let Some(w) = rdb_io::watchdog() {
+                        w.kick_all();
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     }
 
     tracing::info!(
@@ -231,9 +235,6 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
         env!("CARGO_PKG_VERSION"),
         info.id
     );
-    for a in &addrs {
-        tracing::info!("Listening for client driver connections on {a}");
-    }
     let rt = rdb_io::RuntimeConfig {
         cores: shards,
         ..Default::default()
@@ -253,13 +254,23 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
             let serve = async {
                 let mut listeners = Vec::new();
                 for a in &addrs {
-                    match rdb_io::TcpListener::bind(a) {
+                    match rdb_io::listen(a) {
                         Ok(l) => listeners.push(l),
                         Err(e) => {
                             tracing::error!(core, "cannot listen on {a}: {e}");
                             return;
                         }
                     }
+                }
+                // Storage is open on every core and this port accepts: say so, in
+                // RethinkDB's words (harnesses read the port from this line).
+                if core == 0 {
+                    let port = listeners
+                        .first()
+                        .and_then(|l| l.local_addr().ok())
+                        .map_or(0, |a| a.port());
+                    tracing::info!("Listening for client driver connections on port {port}");
+                    tracing::info!("Server ready, \"{}\" {}", info.name, info.id);
                 }
                 let accepts = listeners.into_iter().map(|l| {
                     let users = users.clone();

@@ -6,8 +6,12 @@ use rdb_io::fs::DmaFs;
 use rdb_query::store::{self, LocalShard, Request, ServerIdentity, ShardOps, SharedCatalog, Store};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often a core waiting for the others to open their storage says what it waits for.
+const STARTUP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// Documents are placed by hashing over the shard count, so it is fixed when the data
 /// directory is created; later starts use the recorded count whatever `--cores` says.
@@ -40,7 +44,11 @@ pub struct Wiring {
     senders: Vec<flume::Sender<Request>>,
     receivers: Mutex<Vec<Option<flume::Receiver<Request>>>>,
     catalog: SharedCatalog,
-    started: Barrier,
+    /// Cores done opening (successfully or not); the last one wakes the others.
+    arrived: AtomicUsize,
+    all_arrived: event_listener::Event,
+    /// What each core is doing while starting, for the report of a slow start.
+    phases: Mutex<Vec<String>>,
     failed: AtomicBool,
     /// Sizes for every shard (log segments, memtable).
     opts: ShardOptions,
@@ -68,7 +76,9 @@ impl Wiring {
             senders,
             receivers: Mutex::new(receivers.into_iter().map(Some).collect()),
             catalog: store::new_catalog(),
-            started: Barrier::new(shards),
+            arrived: AtomicUsize::new(0),
+            all_arrived: event_listener::Event::new(),
+            phases: Mutex::new(vec!["not started".to_string(); shards]),
             failed: AtomicBool::new(false),
             opts,
         })
@@ -81,6 +91,13 @@ impl Wiring {
     /// Opens core `core`'s shard and returns its store handle, once every core has
     /// opened its own and the catalog is loaded. `None` if any core failed.
     pub async fn open_core(&self, core: usize) -> Option<(Rc<Store>, Rc<LocalShard<DmaFs>>)> {
+        self.set_phase(
+            core,
+            format!(
+                "opening {}",
+                self.dir.join(format!("shard-{core}")).display()
+            ),
+        );
         let opened = self.open_shard(core).await;
         let local = match opened {
             Ok(l) => Some(l),
@@ -91,6 +108,7 @@ impl Wiring {
             }
         };
         if let (0, Some(l)) = (core, &local) {
+            self.set_phase(core, "loading the catalog".into());
             let ops: Rc<dyn ShardOps> = l.clone();
             if let Err(e) = Store::load_catalog(ops, &self.catalog).await {
                 tracing::error!("cannot load the catalog: {}", e.msg);
@@ -98,8 +116,9 @@ impl Wiring {
             }
         }
         // Every core waits here (briefly, before serving) so no query sees a half-open
-        // server.
-        self.started.wait();
+        // server. The wait is async: a core must never block its thread on another.
+        self.set_phase(core, "ready".into());
+        self.arrive_and_wait(core).await;
         let local = local.filter(|_| !self.failed())?;
         let rx = self.receivers.lock().expect("wiring lock")[core]
             .take()
@@ -117,6 +136,58 @@ impl Wiring {
             store.resume_builds();
         }
         Some((store, local))
+    }
+
+    fn set_phase(&self, core: usize, what: String) {
+        if let Ok(mut p) = self.phases.lock() {
+            p[core] = what;
+        }
+    }
+
+    /// Counts this core in and waits until every core is; while waiting, reports every
+    /// `STARTUP_REPORT_EVERY` which cores are not done and what they are doing.
+    async fn arrive_and_wait(&self, core: usize) {
+        let shards = self.senders.len();
+        if self.arrived.fetch_add(1, Ordering::SeqCst) + 1 == shards {
+            self.all_arrived.notify(usize::MAX);
+            return;
+        }
+        let started = Instant::now();
+        loop {
+            let listener = self.all_arrived.listen();
+            if self.arrived.load(Ordering::SeqCst) == shards {
+                return;
+            }
+            let woke = std::cell::Cell::new(false);
+            rdb_io::race(
+                async {
+                    listener.await;
+                    woke.set(true);
+                },
+                rdb_io::sleep(STARTUP_REPORT_EVERY),
+            )
+            .await;
+            if woke.get() || self.arrived.load(Ordering::SeqCst) == shards {
+                return;
+            }
+            let waiting: Vec<String> = self
+                .phases
+                .lock()
+                .map(|p| {
+                    p.iter()
+                        .enumerate()
+                        .filter(|(_, what)| *what != "ready")
+                        .map(|(c, what)| format!("core {c}: {what}"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            tracing::warn!(
+                core,
+                "start-up not finished after {} s; waiting for {}",
+                started.elapsed().as_secs(),
+                waiting.join("; ")
+            );
+        }
     }
 
     async fn open_shard(&self, core: usize) -> Result<Rc<LocalShard<DmaFs>>, String> {
