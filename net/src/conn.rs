@@ -17,6 +17,10 @@ use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 
+/// Time a client has to finish the handshake (RethinkDB has no limit; without one,
+/// connections that never finish hold their descriptors forever).
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Queries evaluated at once on one connection; further frames wait to be read.
 const INFLIGHT_MAX: usize = 1024;
 
@@ -25,7 +29,41 @@ enum Frame {
     Query(u64, Vec<u8>),
     /// A query too large to read: answered, then the connection ends.
     TooLarge(u64, u64),
+    /// Connections together are receiving more query bytes than the server buffers:
+    /// answered, then the connection ends.
+    Overloaded(u64),
     Eof,
+}
+
+/// Bytes of query frames being received, over all connections: a frame's body is read
+/// in chunks as they arrive (a length prefix alone reserves nothing), and the chunks
+/// of unfinished frames together stay under `RECEIVING_BYTES_MAX`.
+static RECEIVING_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub const RECEIVING_BYTES_MAX: u64 = 1 << 30;
+/// Bytes read (and reserved) at a time for a frame's body.
+const RECEIVE_CHUNK_BYTES: usize = 1 << 20;
+
+/// A share of `RECEIVING_BYTES`, given back on drop.
+struct Receiving(u64);
+
+impl Receiving {
+    /// Reserves `n` more bytes; false (nothing reserved) when that would pass the cap.
+    fn grow(&mut self, n: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        let before = RECEIVING_BYTES.fetch_add(n, Ordering::SeqCst);
+        if before + n > RECEIVING_BYTES_MAX {
+            RECEIVING_BYTES.fetch_sub(n, Ordering::SeqCst);
+            return false;
+        }
+        self.0 += n;
+        true
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        RECEIVING_BYTES.fetch_sub(self.0, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 type Reader<S> = ReadHalf<BufReader<S>>;
@@ -44,9 +82,21 @@ async fn read_frame<S: AsyncRead + AsyncWrite + Unpin + 'static>(
     if h.len >= QUERY_BYTES_LIMIT {
         return (r, Ok(Frame::TooLarge(h.token, u64::from(h.len))));
     }
-    let mut body = vec![0u8; h.len as usize];
-    let res = r.read_exact(&mut body).await;
-    (r, res.map(|_| Frame::Query(h.token, body)))
+    let len = h.len as usize;
+    let mut body = Vec::with_capacity(len.min(RECEIVE_CHUNK_BYTES));
+    let mut receiving = Receiving(0);
+    while body.len() < len {
+        let chunk = (len - body.len()).min(RECEIVE_CHUNK_BYTES);
+        if !receiving.grow(chunk as u64) {
+            return (r, Ok(Frame::Overloaded(h.token)));
+        }
+        let start = body.len();
+        body.resize(start + chunk, 0);
+        if let Err(e) = r.read_exact(&mut body[start..]).await {
+            return (r, Err(e));
+        }
+    }
+    (r, Ok(Frame::Query(h.token, body)))
 }
 
 type Task = Pin<Box<dyn Future<Output = (u64, Outcome)>>>;
@@ -60,7 +110,17 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + 'static>(
     store: Option<Rc<Store>>,
 ) -> io::Result<()> {
     let mut s = BufReader::new(stream);
-    match handshake(&mut s, users).await {
+    let shaken = std::cell::Cell::new(None);
+    rdb_io::race(
+        async { shaken.set(Some(handshake(&mut s, users).await)) },
+        rdb_io::sleep(HANDSHAKE_TIMEOUT),
+    )
+    .await;
+    let Some(shaken) = shaken.into_inner() else {
+        tracing::debug!("handshake not finished within {HANDSHAKE_TIMEOUT:?}; closing");
+        return Ok(());
+    };
+    match shaken {
         Ok(user) => tracing::debug!(user, "client authenticated"),
         Err(HandshakeError::Io(e)) => return Err(e),
         Err(HandshakeError::Refused {
@@ -191,6 +251,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Conn<S> {
                         &msg,
                     ));
                     // The rest of the stream is the oversized body: it cannot resync.
+                    return Ok(true);
+                }
+                Frame::Overloaded(token) => {
+                    self.pending.extend_from_slice(&response::client_error(
+                        token,
+                        ErrorKind::ResourceLimit,
+                        &format!(
+                            "The server is receiving more query data than it buffers ({} MiB over all connections); try again later.",
+                            RECEIVING_BYTES_MAX >> 20
+                        ),
+                    ));
                     return Ok(true);
                 }
                 Frame::Query(token, body) => {

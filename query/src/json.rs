@@ -179,6 +179,23 @@ pub fn pretty(d: &Datum) -> String {
     s
 }
 
+/// Longest value an error message echoes whole (RethinkDB echoes primary keys and
+/// regular expressions whole; a 1 MB pattern then comes back in every error).
+pub const ECHO_BYTES_MAX: usize = 4096;
+
+/// `s` for an error message: whole up to `ECHO_BYTES_MAX` bytes, else cut (on a
+/// character boundary) and ended with "...", as RethinkDB's truncated prints are.
+pub fn cut_echo(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= ECHO_BYTES_MAX {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = ECHO_BYTES_MAX - 3;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}...", &s[..end]))
+}
+
 /// `pretty`, failing once the text passes `max_bytes` (indentation makes the text of a
 /// deeply nested value quadratic in its depth).
 pub fn pretty_capped(d: &Datum, max_bytes: usize) -> Result<String> {

@@ -55,6 +55,13 @@ pub struct ServeArgs {
     /// Memtable size that triggers a flush to an SSTable, in MiB.
     #[arg(long)]
     pub memtable_mb: Option<u64>,
+    /// Client connections open at once (by default what the file descriptor limit
+    /// leaves after storage's share); more are closed as they arrive.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Client connections open at once from one address (1024 by default).
+    #[arg(long)]
+    pub max_connections_per_peer: Option<usize>,
     /// Memory one query may hold, in MiB; past it the query fails with a
     /// ReqlResourceLimitError (1024 by default).
     #[arg(long)]
@@ -91,6 +98,8 @@ pub struct Config {
     pub server_name: String,
     pub wal_segment_mb: u64,
     pub memtable_mb: u64,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_peer: usize,
     pub query_memory_mb: u64,
     /// `None`: half the machine's memory over the cores.
     pub queries_memory_mb: Option<u64>,
@@ -165,6 +174,17 @@ impl Config {
                 "--memtable-mb",
                 args.memtable_mb.or(file.memtable_mb).unwrap_or(32),
             )?,
+            max_connections: match args.max_connections.or(file.max_connections) {
+                Some(0) => return Err("--max-connections must be at least 1".into()),
+                n => n,
+            },
+            max_connections_per_peer: match args
+                .max_connections_per_peer
+                .or(file.max_connections_per_peer)
+            {
+                Some(0) => return Err("--max-connections-per-peer must be at least 1".into()),
+                n => n.unwrap_or(1024),
+            },
             query_memory_mb: check_memory_mb(
                 "--query-memory-mb",
                 args.query_memory_mb
@@ -244,6 +264,10 @@ pub fn parse_text(text: &str) -> Result<ServeArgs, String> {
             "wal-segment-mb" => a.wal_segment_mb = Some(v.parse().map_err(|_| bad("size in MiB"))?),
             "memtable-mb" => a.memtable_mb = Some(v.parse().map_err(|_| bad("size in MiB"))?),
             "enable-js" => a.enable_js = v.parse().map_err(|_| bad("boolean"))?,
+            "max-connections" => a.max_connections = Some(v.parse().map_err(|_| bad("number"))?),
+            "max-connections-per-peer" => {
+                a.max_connections_per_peer = Some(v.parse().map_err(|_| bad("number"))?)
+            }
             "query-memory-mb" => {
                 a.query_memory_mb = Some(v.parse().map_err(|_| bad("size in MiB"))?)
             }

@@ -1,6 +1,7 @@
 //! `rdb`: starts one executor per core, each accepting driver connections on the same
 //! port (SO_REUSEPORT), until SIGINT or SIGTERM.
 
+mod admission;
 mod config;
 mod lock;
 mod storage;
@@ -102,7 +103,11 @@ fn init_logging(cfg: &Config) -> Result<(), String> {
                 .with_writer(std::sync::Mutex::new(f))
                 .init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        // Colours only for a person at a terminal, never in files or pipes.
+        None => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
     }
     Ok(())
 }
@@ -204,6 +209,16 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
         rdb_io::probe_listen(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;
     }
 
+    let connections_max = cfg
+        .max_connections
+        .unwrap_or_else(admission::default_connections_max);
+    let admission = admission::Admission::new(connections_max, cfg.max_connections_per_peer);
+    tracing::info!(
+        "connection limits: {connections_max} in all, {} per client address",
+        cfg.max_connections_per_peer
+    );
+    let accept_errors = Arc::new(admission::RateLimitedLog::new(Duration::from_secs(10)));
+
     let shutdown = Arc::new(AtomicBool::new(false));
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -247,6 +262,8 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
         let users = users.clone();
         let info = info.clone();
         let sd = sd.clone();
+        let admission = admission.clone();
+        let accept_errors = accept_errors.clone();
         async move {
             let Some((store, local)) = wiring.open_core(core).await else {
                 return;
@@ -276,15 +293,26 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
                     let users = users.clone();
                     let info = info.clone();
                     let store = store.clone();
+                    let admission = admission.clone();
+                    let accept_errors = accept_errors.clone();
                     async move {
                         loop {
                             match l.accept().await {
                                 Ok(stream) => {
+                                    let Some(ticket) = stream
+                                        .peer_addr()
+                                        .ok()
+                                        .and_then(|p| admission.admit(p.ip()))
+                                    else {
+                                        // Over a cap: closed at once (dropped).
+                                        continue;
+                                    };
                                     let _ = stream.set_nodelay(true);
                                     let users = users.clone();
                                     let info = info.clone();
                                     let store = store.clone();
                                     rdb_io::spawn_local(async move {
+                                        let _ticket = ticket;
                                         if let Err(e) =
                                             serve_connection(stream, &users, &info, Some(store))
                                                 .await
@@ -294,8 +322,11 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
                                     });
                                 }
                                 Err(e) => {
-                                    tracing::warn!(core, "accept failed: {e}");
-                                    rdb_io::sleep(Duration::from_millis(10)).await;
+                                    accept_errors.log(|more| {
+                                        tracing::warn!(core, "accept failed: {e}{more}")
+                                    });
+                                    // Out of descriptors: let connections end first.
+                                    rdb_io::sleep(Duration::from_millis(50)).await;
                                 }
                             }
                         }

@@ -74,14 +74,15 @@ fn regex_match(s: &str, pattern: &str) -> Result<Datum> {
     let re = regex::Regex::new(pattern).map_err(|e| {
         // RE2 (RethinkDB's engine) rejects a backreference as an invalid escape and
         // names just that escape.
+        let shown = crate::json::cut_echo(pattern);
         if let Some(esc) = backreference(pattern) {
             return logic(format!(
-                "Error in regexp `{pattern}` (portion `{esc}`): invalid escape sequence: {esc}"
+                "Error in regexp `{shown}` (portion `{esc}`): invalid escape sequence: {esc}"
             ));
         }
         logic(format!(
-            "Error in regexp `{pattern}` (portion `{pattern}`): {}",
-            regex_err(&e)
+            "Error in regexp `{shown}` (portion `{shown}`): {}",
+            crate::json::cut_echo(&regex_err(&e))
         ))
     })?;
     let Some(caps) = re.captures(s) else {

@@ -840,7 +840,7 @@ impl Store {
             return Err(logic(format!(
                 "Primary key too long (max {} characters): {}",
                 PRIMARY_KEY_BYTES_MAX - 1,
-                crate::json::to_json(pk)
+                crate::json::cut_echo(&crate::json::to_json(pk))
             )));
         }
         Ok(k)
