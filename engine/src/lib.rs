@@ -15,7 +15,7 @@ pub mod memtable;
 pub mod shard;
 pub mod sst;
 
-pub use batch::WriteBatch;
+pub use batch::{WriteBatch, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 pub use error::{Error, Result};
 pub use rdb_wal::Durability;
 pub use shard::{Shard, ShardOptions, Snapshot, Stats, MEMTABLE_STALL_FACTOR};

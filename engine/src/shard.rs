@@ -208,6 +208,19 @@ impl<F: Fs> Shard<F> {
         &self.dir
     }
 
+    /// Opens this shard's directory again, as a new shard recovered from what is on
+    /// disk. The way back from a failure (a full disk, an I/O error): a failed write or
+    /// fsync is never retried; the log is read back instead, and what it holds durably
+    /// (every acknowledged write) is what the new shard has. Callers stop using this
+    /// shard, which stays failed.
+    pub async fn reopen(&self) -> Result<Shard<F>> {
+        assert!(
+            self.failure().is_some(),
+            "only a failed shard is reopened (a live one may still be writing)"
+        );
+        Shard::open(self.fs.clone(), &self.dir, self.opts.clone()).await
+    }
+
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.get();
         s.wal_bytes_written = self.wal.bytes_written();

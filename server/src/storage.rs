@@ -124,6 +124,7 @@ impl Wiring {
             .take()
             .expect("each core takes its receiver once");
         rdb_io::spawn_local(local.clone().serve(rx));
+        rdb_io::spawn_local(reopen_when_failed(local.clone(), core));
         let ops: Rc<dyn ShardOps> = local.clone();
         let store = Store::new(
             core,
@@ -202,5 +203,48 @@ impl Wiring {
         let indexer = rdb_query::eval::index::Indexer::new(self.catalog.clone())
             .map_err(|e| format!("cannot set up index maintenance: {}", e.msg))?;
         Ok(LocalShard::new(shard, Some(indexer)))
+    }
+}
+
+/// How often a core checks whether its shard has failed.
+const FAILURE_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How often a reopen that keeps failing is reported.
+const REOPEN_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// Watches this core's shard; once it has failed (a full disk, an I/O error), reopens it
+/// from disk until that works and puts the new shard in its place, so writes are
+/// accepted again once the cause is gone, without a restart and without retrying any
+/// failed write or fsync.
+async fn reopen_when_failed(local: Rc<LocalShard<DmaFs>>, core: usize) {
+    let mut reported: Option<Instant> = None;
+    let mut attempts = 0u64;
+    loop {
+        rdb_io::sleep(FAILURE_CHECK_EVERY).await;
+        let shard = local.shard();
+        let Some(why) = shard.failure() else {
+            continue;
+        };
+        attempts += 1;
+        match shard.reopen().await {
+            Ok(reopened) => {
+                local.replace_failed(reopened);
+                tracing::warn!(
+                    core,
+                    "storage had failed ({why}); reopened from disk after {attempts} attempt(s): writes are accepted again"
+                );
+                attempts = 0;
+                reported = None;
+            }
+            Err(e) => {
+                if reported.is_none_or(|t| t.elapsed() >= REOPEN_REPORT_EVERY) {
+                    tracing::error!(
+                        core,
+                        "storage has failed ({why}); reopening it failed: {e} (attempt {attempts}; retrying every {} s)",
+                        FAILURE_CHECK_EVERY.as_secs()
+                    );
+                    reported = Some(Instant::now());
+                }
+            }
+        }
     }
 }

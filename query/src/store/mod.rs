@@ -861,8 +861,21 @@ pub fn decode_doc(b: &[u8]) -> Result<Datum> {
 }
 
 pub fn encode_doc(d: &Datum) -> Result<Vec<u8>> {
-    codec::encode(d).map_err(|e| logic(format!("Cannot store document: {}", e.0)))
+    let b = codec::encode(d).map_err(|e| logic(format!("Cannot store document: {}", e.0)))?;
+    // Checked here, at the write, with the document's own error, rather than failing
+    // the whole storage batch later.
+    if b.len() > DOC_BYTES_MAX {
+        return Err(logic(format!(
+            "Document too large to store: {} bytes encoded (the limit is {} bytes).",
+            b.len(),
+            DOC_BYTES_MAX
+        )));
+    }
+    Ok(b)
 }
+
+/// Largest encoded document a table stores (the engine's value limit).
+pub const DOC_BYTES_MAX: usize = rdb_engine::VALUE_BYTES_MAX;
 
 /// RethinkDB's rule for what may be a primary key.
 pub fn check_primary_key(pk: &Datum) -> Result<()> {

@@ -302,7 +302,8 @@ impl KeyGuard<'_> {
 
 /// The shard owned by the current core.
 pub struct LocalShard<F: Fs> {
-    shard: Shard<F>,
+    /// Replaced by a reopened shard after a failure (`replace_failed`).
+    shard: RefCell<Rc<Shard<F>>>,
     locks: KeyLocks,
     indexes: Option<Rc<dyn IndexFns>>,
     /// Changefeeds by table key id.
@@ -359,7 +360,7 @@ impl<F: Fs + 'static> LocalShard<F> {
     pub fn new(shard: Shard<F>, indexes: Option<Rc<dyn IndexFns>>) -> Rc<LocalShard<F>> {
         let next_pub = shard.next_lsn();
         Rc::new(LocalShard {
-            shard,
+            shard: RefCell::new(Rc::new(shard)),
             locks: KeyLocks::default(),
             indexes,
             feeds: RefCell::new(rustc_hash::FxHashMap::default()),
@@ -369,8 +370,23 @@ impl<F: Fs + 'static> LocalShard<F> {
         })
     }
 
-    pub fn shard(&self) -> &Shard<F> {
-        &self.shard
+    pub fn shard(&self) -> Rc<Shard<F>> {
+        self.shard.borrow().clone()
+    }
+
+    /// Puts `reopened` (the failed shard's directory, opened again) in place of the
+    /// failed shard. Operations still running on the old one fail as before; changes of
+    /// writes that never committed are dropped from the feeds' queue, and feeds go on
+    /// from the new log's end.
+    pub fn replace_failed(&self, reopened: Shard<F>) {
+        assert!(
+            self.shard().failure().is_some(),
+            "only a failed shard is replaced"
+        );
+        assert!(reopened.failure().is_none());
+        self.next_pub.set(reopened.next_lsn());
+        self.held.borrow_mut().clear();
+        *self.shard.borrow_mut() = Rc::new(reopened);
     }
 
     async fn do_write(
@@ -398,7 +414,7 @@ impl<F: Fs + 'static> LocalShard<F> {
         for op in ops {
             let current = match pending.as_ref().and_then(|p| p.get(&op.key)) {
                 Some(v) => v.clone(),
-                None => self.shard.get(&op.key, None).await.map_err(storage_err)?,
+                None => self.shard().get(&op.key, None).await.map_err(storage_err)?,
             };
             let ok = match &op.cond {
                 Cond::Any => true,
@@ -444,7 +460,7 @@ impl<F: Fs + 'static> LocalShard<F> {
         );
         stage.set("writing");
         let (_, lsn) = self
-            .shard
+            .shard()
             .write_logged(batch, durability)
             .await
             .map_err(storage_err)?;
@@ -458,10 +474,10 @@ impl<F: Fs + 'static> LocalShard<F> {
     /// Waits while writes are stalled: flushes and compactions have fallen behind the
     /// writes, and the memtable must not grow without bound.
     async fn wait_for_room(self: &Rc<Self>, stage: &Cell<&'static str>) {
-        if self.shard.write_stalled() {
+        if self.shard().write_stalled() {
             self.kick_maintenance();
             stage.set("waiting for the memtable to be flushed");
-            watched("write", stage, self.shard.write_room()).await;
+            watched("write", stage, self.shard().write_room()).await;
         }
     }
 
@@ -470,7 +486,7 @@ impl<F: Fs + 'static> LocalShard<F> {
     async fn write_without_changes(self: &Rc<Self>, batch: WriteBatch) -> Result<()> {
         self.wait_for_room(&Cell::new("writing")).await;
         let (_, lsn) = self
-            .shard
+            .shard()
             .write_logged(batch, Durability::Soft)
             .await
             .map_err(storage_err)?;
@@ -540,18 +556,19 @@ impl<F: Fs + 'static> LocalShard<F> {
     /// Starts flushing and compacting in the background once the memtable is full, so
     /// no write waits for it (the shard is opened with `maintain_in_writes` off).
     fn kick_maintenance(self: &Rc<Self>) {
-        if self.maintaining.get() || !self.shard.needs_maintenance() {
+        if self.maintaining.get() || !self.shard().needs_maintenance() {
             return;
         }
         if let Some(ix) = &self.indexes {
-            self.shard.set_log_retention_bytes(ix.log_retention_bytes());
+            self.shard()
+                .set_log_retention_bytes(ix.log_retention_bytes());
         }
         self.maintaining.set(true);
         let me = self.clone();
         rdb_io::spawn_local(async move {
             // Writes keep filling the next memtable meanwhile: go again until caught up.
-            while me.shard.needs_maintenance() {
-                if let Err(e) = me.shard.maintain().await {
+            while me.shard().needs_maintenance() {
+                if let Err(e) = me.shard().maintain().await {
                     // The shard refuses writes from now on; the error is logged there.
                     tracing::error!("background maintenance failed: {e}");
                     break;
@@ -662,9 +679,9 @@ const CUT_RUN_CHUNK: usize = 64;
 
 impl<F: Fs + 'static> LocalShard<F> {
     async fn do_index_read(&self, r: IndexReadReq) -> Result<IndexRows> {
-        let snap = self.shard.snapshot();
+        let snap = self.shard().snapshot();
         let mut raw = self
-            .shard
+            .shard()
             .scan(
                 as_ref_bound(&r.lo),
                 as_ref_bound(&r.hi),
@@ -692,7 +709,7 @@ impl<F: Fs + 'static> LocalShard<F> {
                 (after, r.hi.clone())
             };
             let more = self
-                .shard
+                .shard()
                 .scan(
                     as_ref_bound(&lo),
                     as_ref_bound(&hi),
@@ -728,7 +745,7 @@ impl<F: Fs + 'static> LocalShard<F> {
             let mut doc_key = r.table_prefix.clone();
             doc_key.extend_from_slice(e.pk);
             let Some(doc) = self
-                .shard
+                .shard()
                 .get(&doc_key, Some(&snap))
                 .await
                 .map_err(storage_err)?
@@ -756,13 +773,13 @@ impl<F: Fs + 'static> LocalShard<F> {
         };
         // Writes submitted before the index existed do not index it: wait until they
         // are visible, so the scan below sees them.
-        self.shard.settle().await;
+        self.shard().settle().await;
         let hi = Bound::Excluded(r.table_hi.as_slice());
         let mut total = 0u64;
         let mut lo = Bound::Included(r.table_lo.clone());
         loop {
             let rows = self
-                .shard
+                .shard()
                 .scan(as_ref_bound(&lo), hi, None, false, 4096)
                 .await
                 .map_err(storage_err)?;
@@ -782,7 +799,7 @@ impl<F: Fs + 'static> LocalShard<F> {
             }
             let step_started = std::time::Instant::now();
             let rows = self
-                .shard
+                .shard()
                 .scan(as_ref_bound(&lo), hi, None, false, BUILD_CHUNK_ROWS)
                 .await
                 .map_err(storage_err)?;
@@ -797,7 +814,7 @@ impl<F: Fs + 'static> LocalShard<F> {
             let _guard = self.locks.lock(keys.iter().map(Vec::as_slice)).await;
             let mut current = Vec::with_capacity(n);
             for k in &keys {
-                current.push(self.shard.get(k, None).await.map_err(storage_err)?);
+                current.push(self.shard().get(k, None).await.map_err(storage_err)?);
             }
             if !ix.index_exists(r.index_id) {
                 return Ok(());
@@ -821,12 +838,12 @@ impl<F: Fs + 'static> LocalShard<F> {
             }
             rdb_io::sleep(step_started.elapsed().max(BUILD_PAUSE_MIN)).await;
         }
-        self.shard.sync().await.map_err(storage_err)
+        self.shard().sync().await.map_err(storage_err)
     }
 
     async fn do_replay(&self, r: ReplayReq) -> Result<Replayed> {
         // Soft writes already published must be on disk to be read back.
-        self.shard.sync().await.map_err(storage_err)?;
+        self.shard().sync().await.map_err(storage_err)?;
         let from_lsn = if r.from.1 == u32::MAX {
             r.from.0 + 1
         } else {
@@ -835,14 +852,14 @@ impl<F: Fs + 'static> LocalShard<F> {
         if from_lsn > r.upto_lsn {
             return Ok(Replayed::default());
         }
-        if from_lsn < self.shard.oldest_lsn() {
+        if from_lsn < self.shard().oldest_lsn() {
             return Err(ReqlError::new(
                 ErrorKind::OpFailed,
                 "The changefeed cannot resume: the changes after its token are no longer retained (raise the table's `changefeed_retention_mb`).",
             ));
         }
         let records = self
-            .shard
+            .shard()
             .read_log(from_lsn, REPLAY_BYTES_MAX)
             .await
             .map_err(storage_err)?;
@@ -876,11 +893,11 @@ impl<F: Fs + 'static> LocalShard<F> {
     }
 
     async fn do_purge(self: &Rc<Self>, lo: Vec<u8>, hi: Vec<u8>) -> Result<u64> {
-        self.shard.settle().await;
+        self.shard().settle().await;
         let mut n = 0u64;
         loop {
             let rows = self
-                .shard
+                .shard()
                 .scan(
                     Bound::Included(lo.as_slice()),
                     Bound::Excluded(hi.as_slice()),
@@ -902,7 +919,7 @@ impl<F: Fs + 'static> LocalShard<F> {
             self.kick_maintenance();
             futures_lite::future::yield_now().await;
         }
-        self.shard.sync().await.map_err(storage_err)?;
+        self.shard().sync().await.map_err(storage_err)?;
         Ok(n)
     }
 }
@@ -919,14 +936,14 @@ impl<F: Fs + 'static> ShardOps for LocalShard<F> {
     fn get(self: Rc<Self>, key: Vec<u8>) -> LocalFuture<Result<Option<Vec<u8>>>> {
         Box::pin(async move {
             let stage = Cell::new("reading");
-            watched("get", &stage, self.shard.get(&key, None))
+            watched("get", &stage, self.shard().get(&key, None))
                 .await
                 .map_err(storage_err)
         })
     }
     fn scan(self: Rc<Self>, r: ScanReq) -> LocalFuture<Result<Rows>> {
         Box::pin(async move {
-            self.shard
+            self.shard()
                 .scan(
                     as_ref_bound(&r.lo),
                     as_ref_bound(&r.hi),
@@ -948,7 +965,7 @@ impl<F: Fs + 'static> ShardOps for LocalShard<F> {
         })
     }
     fn sync(self: Rc<Self>) -> LocalFuture<Result<()>> {
-        Box::pin(async move { self.shard.sync().await.map_err(storage_err) })
+        Box::pin(async move { self.shard().sync().await.map_err(storage_err) })
     }
     fn index_read(self: Rc<Self>, req: IndexReadReq) -> LocalFuture<Result<IndexRows>> {
         Box::pin(async move { self.do_index_read(req).await })
