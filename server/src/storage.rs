@@ -10,6 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Requests from other cores waiting for a core's shard; a sender finding the queue
+/// full waits (back-pressure instead of memory growth).
+const REQUESTS_QUEUED_MAX: usize = 4096;
+
 /// How often a core waiting for the others to open their storage says what it waits for.
 const STARTUP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -68,8 +72,9 @@ impl Wiring {
             ..ShardOptions::default()
         };
         opts.wal.segment_bytes_max = wal_segment_mb << 20;
-        let (senders, receivers): (Vec<_>, Vec<_>) =
-            (0..shards).map(|_| flume::unbounded()).unzip();
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards)
+            .map(|_| flume::bounded(REQUESTS_QUEUED_MAX))
+            .unzip();
         Arc::new(Wiring {
             dir: dir.to_path_buf(),
             identity,

@@ -253,6 +253,9 @@ fn run(pool: &Workers<Job>, req: &Request) -> Result<Reply> {
         .map_err(|s| match s {
             Stopped::Gone => logic("The HTTP workers have stopped."),
             Stopped::Dropped => logic("An HTTP worker stopped during a request."),
+            Stopped::Interrupted => {
+                crate::error::ReqlError::from(rdb_io::control::Stop::Interrupted)
+            }
         })?;
     out.map_err(|f| {
         let mut msg = format!(

@@ -117,6 +117,7 @@ fn run(job_source: Arc<str>, task: Task, timeout: Duration) -> Result<Outcome> {
     .map_err(|s| match s {
         Stopped::Gone => logic("The JavaScript workers have stopped."),
         Stopped::Dropped => logic("A JavaScript worker stopped while running a script."),
+        Stopped::Interrupted => crate::error::ReqlError::from(rdb_io::control::Stop::Interrupted),
     })
 }
 

@@ -7,7 +7,12 @@ pub enum Stopped {
     Gone,
     /// The worker dropped the job without answering.
     Dropped,
+    /// The query was interrupted while it waited (the job's answer is dropped).
+    Interrupted,
 }
+
+/// Jobs waiting for a worker; past this a query waits for room (back-pressure).
+const JOBS_QUEUED_MAX: usize = 256;
 
 /// A fixed set of threads taking jobs of type `J` from one queue.
 pub struct Workers<J> {
@@ -23,7 +28,7 @@ impl<J: Send + 'static> Workers<J> {
         stack_bytes: Option<usize>,
         body: impl Fn(flume::Receiver<J>) + Send + Clone + 'static,
     ) -> std::io::Result<Workers<J>> {
-        let (tx, rx) = flume::unbounded::<J>();
+        let (tx, rx) = flume::bounded::<J>(JOBS_QUEUED_MAX);
         for i in 0..n.max(1) {
             let (rx, body) = (rx.clone(), body.clone());
             let mut b = std::thread::Builder::new().name(format!("{name}-{i}"));
@@ -35,13 +40,19 @@ impl<J: Send + 'static> Workers<J> {
         Ok(Workers { jobs: tx })
     }
 
-    /// Queues the job `make(reply)` and waits for what the worker sends on `reply`.
+    /// Queues the job `make(reply)` (waiting for room in the queue) and waits for what
+    /// the worker sends on `reply`; gives up when the query is interrupted.
     pub fn ask<R: Send + 'static>(
         &self,
         make: impl FnOnce(flume::Sender<R>) -> J,
     ) -> Result<R, Stopped> {
         let (tx, rx) = flume::bounded(1);
-        self.jobs.send(make(tx)).map_err(|_| Stopped::Gone)?;
-        rdb_io::fiber::block_on(async move { rx.recv_async().await }).map_err(|_| Stopped::Dropped)
+        let job = make(tx);
+        let jobs = self.jobs.clone();
+        rdb_io::fiber::block_on_interruptible(async move {
+            jobs.send_async(job).await.map_err(|_| Stopped::Gone)?;
+            rx.recv_async().await.map_err(|_| Stopped::Dropped)
+        })
+        .map_err(|_| Stopped::Interrupted)?
     }
 }

@@ -170,7 +170,8 @@ async fn ask<T>(
     make: impl FnOnce(flume::Sender<Result<T>>) -> Request,
 ) -> Result<T> {
     let (rtx, rrx) = flume::bounded(1);
-    tx.send(make(rtx)).map_err(|_| gone())?;
+    // The queue to another core is bounded: a full one makes this query wait.
+    tx.send_async(make(rtx)).await.map_err(|_| gone())?;
     rrx.recv_async().await.map_err(|_| gone())?
 }
 
@@ -270,9 +271,10 @@ impl Store {
                     local(self.local.clone())
                 } else {
                     let (rtx, rrx) = flume::bounded(1);
-                    let sent = self.peers[s].send(remote(rtx)).map_err(|_| gone());
+                    let req = remote(rtx);
+                    let peer = self.peers[s].clone();
                     Box::pin(async move {
-                        sent?;
+                        peer.send_async(req).await.map_err(|_| gone())?;
                         rrx.recv_async().await.map_err(|_| gone())?
                     })
                 }
@@ -624,7 +626,11 @@ impl Store {
             if s == self.here {
                 self.local.clone().end_feeds(t.key_id, msg.clone());
             } else {
-                let _ = self.peers[s].send(Request::EndFeeds(t.key_id, msg.clone()));
+                let peer = self.peers[s].clone();
+                let req = Request::EndFeeds(t.key_id, msg.clone());
+                rdb_io::spawn_local(async move {
+                    let _ = peer.send_async(req).await;
+                });
             }
         }
     }
