@@ -383,7 +383,7 @@ mod tests {
             if n == 0 {
                 return 0;
             }
-            if wait_every > 0 && n % wait_every == 0 {
+            if wait_every > 0 && n.is_multiple_of(wait_every) {
                 yield_now();
             }
             1 + deep(n - 1, wait_every)

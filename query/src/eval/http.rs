@@ -165,7 +165,7 @@ pub fn apply(ctx: &Rc<Ctx>, args: &[Val], opt: &Optargs) -> Result<Val> {
             }
         }
         pending = match reply.body {
-            Datum::Array(ref a) => a.to_vec().into_iter(),
+            Datum::Array(ref a) => Vec::clone(a).into_iter(),
             other => vec![other].into_iter(),
         };
     });

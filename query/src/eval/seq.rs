@@ -495,7 +495,7 @@ pub fn apply(ctx: &Rc<Ctx>, ty: u32, mut args: Vec<Val>, opt: &Optargs) -> Resul
                 }
                 match inner.next_datum() {
                     Ok(Some(d)) => match f.call(&ctx2, &[d]) {
-                        Ok(Val::Datum(Datum::Array(ref a))) => pending = a.to_vec().into_iter(),
+                        Ok(Val::Datum(Datum::Array(ref a))) => pending = Vec::clone(a).into_iter(),
                         Ok(Val::Stream(s)) => match s.collect_all(&ctx2) {
                             Ok(v) => pending = v.into_iter(),
                             Err(e) => return Some(Err(e)),

@@ -92,8 +92,8 @@ impl DbInfo {
             return Err(internal("catalog entry is not an object"));
         };
         Ok(DbInfo {
-            id: s(&o, "id")?,
-            name: s(&o, "name")?,
+            id: s(o, "id")?,
+            name: s(o, "name")?,
         })
     }
 }
@@ -147,12 +147,12 @@ impl TableInfo {
             _ => return Err(internal("catalog entry lacks `key_id`")),
         };
         Ok(TableInfo {
-            id: s(&o, "id")?,
-            db: s(&o, "db")?,
-            db_id: s(&o, "db_id")?,
-            name: s(&o, "name")?,
+            id: s(o, "id")?,
+            db: s(o, "db")?,
+            db_id: s(o, "db_id")?,
+            name: s(o, "name")?,
             key_id,
-            primary_key: s(&o, "primary_key")?,
+            primary_key: s(o, "primary_key")?,
             durability_hard: !matches!(o.get("durability_hard"), Some(Datum::Bool(false))),
             shards: match o.get("shards") {
                 Some(Datum::Num(n)) if *n >= 1.0 && *n <= 64.0 => *n as u32,

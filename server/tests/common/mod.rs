@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 pub struct Server {
     pub child: Child,
+    #[allow(dead_code)] // not every test binary that includes this module uses it
     pub port: u16,
     pub dir: PathBuf,
 }
@@ -52,6 +53,7 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
 /// Starts rdb with `extra` arguments and waits until it accepts connections. Tests run
 /// in parallel, so a port picked as free can be taken by another test's server before
 /// ours binds it: then ours exits, and we retry on another port.
+#[allow(dead_code)] // not every test binary that includes this module uses it
 pub fn start(tag: &str, extra: &[&str]) -> Server {
     start_with(tag, None, extra)
 }
