@@ -136,6 +136,27 @@ fn server_id(dir: &std::path::Path) -> Result<String, String> {
     Ok(id)
 }
 
+/// How long a busy port may take to come free before start-up gives up: a server killed
+/// a moment ago keeps its listening sockets until the kernel has torn down its io_uring
+/// instances (15-25 ms measured here), and a restart must not fail on that.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// `rdb_io::probe_listen`, retried while the port is in use for `PORT_RELEASE_WAIT`.
+fn probe_port(a: &std::net::SocketAddr) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        match rdb_io::probe_listen(a) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
 fn run(args: &config::ServeArgs) -> Result<(), String> {
     let cfg = Config::resolve(args)?;
     init_logging(&cfg)?;
@@ -206,7 +227,7 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
 
     // Bind once up front so a busy port is reported clearly before any core starts.
     for a in &addrs {
-        rdb_io::probe_listen(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;
+        probe_port(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;
     }
 
     let connections_max = cfg
