@@ -113,12 +113,22 @@ pub fn with_room<T>(f: impl FnOnce() -> T) -> T {
     on_new_segment(f)
 }
 
-#[cold]
-#[inline(never)]
-fn on_new_segment<T>(f: impl FnOnce() -> T) -> T {
-    let mut seg = SEGMENTS.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| {
-        DefaultStack::new(SEGMENT_BYTES).expect("stack segment allocation failed")
-    });
+/// Runs `f` with at least `bytes` of stack: here when there is that much left,
+/// otherwise on a new stack of that size (for recursion we cannot instrument, such as a
+/// parser, whose depth is known beforehand).
+pub fn with_stack_bytes<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
+    if stack_left_bytes() >= bytes {
+        return f();
+    }
+    if bytes <= SEGMENT_BYTES {
+        return on_new_segment(f);
+    }
+    let mut stack = DefaultStack::new(bytes).expect("stack allocation failed");
+    on_stack_with_limit(&mut stack, f)
+}
+
+/// Runs `f` on `stack`, with the stack limit set to it meanwhile.
+fn on_stack_with_limit<T>(stack: &mut DefaultStack, f: impl FnOnce() -> T) -> T {
     /// Puts the caller's stack limit back however `f` ends.
     struct Restore(usize);
     impl Drop for Restore {
@@ -126,10 +136,20 @@ fn on_new_segment<T>(f: impl FnOnce() -> T) -> T {
             STACK_LIMIT.with(|l| l.set(self.0));
         }
     }
-    let prev = STACK_LIMIT.with(|l| l.replace(usable_limit(&seg)));
+    let prev = STACK_LIMIT.with(|l| l.replace(usable_limit(stack)));
     let restore = Restore(prev);
-    let out = corosensei::on_stack(&mut seg, f);
+    let out = corosensei::on_stack(stack, f);
     drop(restore);
+    out
+}
+
+#[cold]
+#[inline(never)]
+fn on_new_segment<T>(f: impl FnOnce() -> T) -> T {
+    let mut seg = SEGMENTS.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| {
+        DefaultStack::new(SEGMENT_BYTES).expect("stack segment allocation failed")
+    });
+    let out = on_stack_with_limit(&mut seg, f);
     SEGMENTS.with(|p| {
         let mut p = p.borrow_mut();
         if p.len() < SEGMENT_POOL_MAX {

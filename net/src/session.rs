@@ -129,6 +129,16 @@ impl Session {
                     "Client is buggy (failed to deserialize query).",
                 )))
             }
+            Err(BodyError::TooDeep) => {
+                return Step::Reply(Some(client_error(
+                    token,
+                    ErrorKind::ResourceLimit,
+                    &format!(
+                        "Query nested too deeply (JSON over {} levels).",
+                        crate::frame::JSON_DEPTH_MAX
+                    ),
+                )))
+            }
             Err(BodyError::Malformed(m)) => {
                 return Step::Reply(Some(client_error(
                     token,

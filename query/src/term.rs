@@ -7,9 +7,10 @@ use crate::json;
 use crate::term_type as tt;
 use std::rc::Rc;
 
-/// Deepest term nesting accepted; deeper queries get a clear error instead of a stack
-/// overflow.
-pub const TERM_DEPTH_MAX: usize = 1024;
+/// Deepest term nesting accepted (the JSON of a query may nest 100,000 levels; a term
+/// level takes two). Walks over terms grow their stack (`deep!`), so this only bounds
+/// the work a single query can ask for.
+pub const TERM_DEPTH_MAX: usize = 50_000;
 
 #[derive(Debug)]
 pub enum Term {
@@ -22,6 +23,18 @@ pub struct Op {
     pub ty: u32,
     pub args: Vec<Rc<Term>>,
     pub optargs: Vec<(String, Rc<Term>)>,
+}
+
+/// Dropping a term drops its arguments, a stack frame per level: deep terms finish
+/// dropping on a fresh stack segment.
+impl Drop for Op {
+    fn drop(&mut self) {
+        if rdb_io::fiber::stack_left_bytes() < rdb_io::fiber::RED_ZONE_BYTES {
+            let args = std::mem::take(&mut self.args);
+            let optargs = std::mem::take(&mut self.optargs);
+            rdb_io::fiber::with_room(move || drop((args, optargs)));
+        }
+    }
 }
 
 impl Term {

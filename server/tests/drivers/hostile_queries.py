@@ -273,6 +273,33 @@ check(got is not None and got[0] == 5 and got[1]["t"] == 2,
       "raw: STOP of the first query with that token", got)
 got = read_response(s, 0.5)
 check(got is None, "raw: nothing more for token 5", got)
+
+
+def send_raw(s, token, body):
+    s.sendall(struct.pack("<QI", token, len(body)) + body)
+
+
+# Terms nested tens of thousands deep, sent as raw JSON (drivers cannot build them: their
+# own encoders recurse). RethinkDB answers them; so must we.
+deep_add = "1"
+for _ in range(20000):
+    deep_add = "[24,[" + deep_add + ",1]]"  # ADD
+send_raw(s, 6, ("[1," + deep_add + ",{}]").encode())
+got = read_response(s, 30)
+check(got == (6, {"t": 1, "r": [20001]}), "raw: 20,000 nested ADD terms answered", got)
+deep_arr = "1"
+for _ in range(30000):
+    deep_arr = "[2,[" + deep_arr + "]]"  # MAKE_ARRAY
+send_raw(s, 7, ("[1,[43,[[172,[" + deep_arr + "]]]],{}]").encode())  # COUNT(TO_JSON_STRING)
+got = read_response(s, 30)
+check(got == (7, {"t": 1, "r": [60001]}), "raw: a 30,000-deep array literal answered", got)
+send_raw(s, 8, b"[1," + b"[" * 200000 + b"]" * 200000 + b",{}]")
+got = read_response(s, 30)
+check(got is not None and got[0] == 8 and got[1]["t"] == 16
+      and "nested too deeply" in got[1]["r"][0], "raw: JSON 200,000 deep refused", got)
+send(s, 9, [1, r.expr(1), {}])
+got = read_response(s, 10)
+check(got == (9, {"t": 1, "r": [1]}), "raw: the connection serves the next query", got)
 s.close()
 alive("STOP of running queries")
 c.close()
