@@ -43,6 +43,9 @@ thread_local! {
     /// Lowest usable address of the stack this thread runs on now (0: not known yet).
     static STACK_LIMIT: Cell<usize> = const { Cell::new(0) };
     static SEGMENTS: RefCell<Vec<DefaultStack>> = const { RefCell::new(Vec::new()) };
+    /// Lowest usable address of this thread's own stack (0: not looked up yet; 1:
+    /// unknown).
+    static THREAD_LIMIT: Cell<usize> = const { Cell::new(0) };
 }
 
 fn page_bytes() -> usize {
@@ -89,14 +92,20 @@ fn stack_pointer() -> usize {
 }
 
 /// Bytes of stack left below the caller (`usize::MAX` when the bounds are unknown).
+#[inline]
 pub fn stack_left_bytes() -> usize {
     let mut limit = STACK_LIMIT.with(|l| l.get());
     if limit == 0 {
-        limit = thread_stack_limit();
-        if limit == 0 {
+        // Off any fiber: the thread's own stack, looked up once per thread.
+        limit = THREAD_LIMIT.with(|l| {
+            if l.get() == 0 {
+                l.set(thread_stack_limit().max(1));
+            }
+            l.get()
+        });
+        if limit <= 1 {
             return usize::MAX;
         }
-        STACK_LIMIT.with(|l| l.set(limit));
     }
     stack_pointer().saturating_sub(limit)
 }
