@@ -47,6 +47,35 @@ impl Drop for ScratchDir {
     }
 }
 
+/// What each thread of process `pid` is doing (name, state, kernel wait channel,
+/// syscall), for the message of a start that hangs.
+fn threads_of(pid: u32) -> String {
+    let mut out = String::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let p = t.path();
+        let f = |n: &str| read_or_empty(&p.join(n)).trim().to_string();
+        let state = f("stat")
+            .split(") ")
+            .nth(1)
+            .unwrap_or("")
+            .chars()
+            .next()
+            .unwrap_or('?');
+        out += &format!(
+            "  {} {:?} state {state} wchan {} syscall {}\n",
+            t.file_name().to_string_lossy(),
+            f("comm"),
+            f("wchan"),
+            f("syscall")
+        );
+    }
+    out
+}
+
 fn read_or_empty(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
@@ -212,9 +241,10 @@ fn start_and_stop(dir: &Path, log: &Path, mode: Option<&str>) -> (Duration, Dura
     if let Err(why) = probe.wait_for("answered", t0 + START_LIMIT, Some(&mut server.0[0])) {
         panic!(
             "no answer to r.expr(1) within {START_LIMIT:?} of the spawn on port {port} \
-             ({why}); server stderr:\n{}\nprobe stderr:\n{}",
+             ({why}); server stderr:\n{}\nprobe stderr:\n{}\nserver threads:\n{}",
             read_or_empty(log),
-            read_or_empty(&probe.stderr)
+            read_or_empty(&probe.stderr),
+            threads_of(server.0[0].id())
         );
     }
     let started = t0.elapsed();
