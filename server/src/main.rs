@@ -157,11 +157,47 @@ fn probe_port(a: &std::net::SocketAddr) -> std::io::Result<()> {
     }
 }
 
+/// What start-up is doing (for the report of a slow start); empty once the server is
+/// ready.
+static STARTUP_PHASE: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+static STARTED: AtomicBool = AtomicBool::new(false);
+/// How often a start-up that has not finished says what it is doing.
+const STARTUP_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+fn startup_phase(what: &str) {
+    if let Ok(mut p) = STARTUP_PHASE.lock() {
+        *p = what.to_string();
+    }
+}
+
+/// Reports every `STARTUP_REPORT_EVERY`, until the server is ready, what start-up is
+/// doing (a data directory on a disk that takes seconds per fsync, a lock, a core
+/// opening its shard: the log says which).
+fn watch_startup() {
+    let t0 = std::time::Instant::now();
+    let _ = std::thread::Builder::new()
+        .name("rdb-startup".into())
+        .spawn(move || loop {
+            std::thread::sleep(STARTUP_REPORT_EVERY);
+            if STARTED.load(Ordering::SeqCst) {
+                return;
+            }
+            let phase = STARTUP_PHASE.lock().map(|p| p.clone()).unwrap_or_default();
+            tracing::warn!(
+                "start-up not finished after {} s: {phase}",
+                t0.elapsed().as_secs()
+            );
+        });
+}
+
 fn run(args: &config::ServeArgs) -> Result<(), String> {
     let cfg = Config::resolve(args)?;
     init_logging(&cfg)?;
+    watch_startup();
     let addrs = cfg.listen_addrs()?;
+    startup_phase(&format!("locking {}", cfg.directory.display()));
     let lock = lock::lock_directory(&cfg.directory)?;
+    startup_phase("reading the server id and the shard count (each file written is fsynced)");
     let info = ServerInfo {
         id: server_id(&cfg.directory)?,
         name: cfg.server_name.clone(),
@@ -271,6 +307,7 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
         env!("CARGO_PKG_VERSION"),
         info.id
     );
+    startup_phase("opening storage on every core (each core reports its own progress)");
     let rt = rdb_io::RuntimeConfig {
         cores: shards,
         ..Default::default()
@@ -309,6 +346,7 @@ fn run(args: &config::ServeArgs) -> Result<(), String> {
                         .map_or(0, |a| a.port());
                     tracing::info!("Listening for client driver connections on port {port}");
                     tracing::info!("Server ready, \"{}\" {}", info.name, info.id);
+                    STARTED.store(true, Ordering::SeqCst);
                 }
                 let accepts = listeners.into_iter().map(|l| {
                     let users = users.clone();
