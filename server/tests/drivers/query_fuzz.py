@@ -6,11 +6,11 @@ terms over random data: deep nesting (data and terms), big ranges, string and ar
 growth in folds, grouping, sorting, JSON round trips, raised `array_limit`s; plus raw
 frames of random deep or malformed JSON. Prints what it ran and the error classes seen.
 """
-import json
 import random
 import socket
 import struct
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -110,6 +110,21 @@ def deep_term_frame():
     return t
 
 
+# A query may legitimately run for minutes (a count over 10^13 rows): each gets
+# QUERY_SECONDS, then its connection is closed, which must stop it on the server.
+QUERY_SECONDS = 5
+
+
+def run_bounded(q, opts):
+    c = conn
+    timer = threading.Timer(QUERY_SECONDS, lambda: c.close(noreply_wait=False))
+    timer.start()
+    try:
+        return q.run(c, **opts)
+    finally:
+        timer.cancel()
+
+
 start = time.time()
 kinds = Counter()
 runs = 0
@@ -123,11 +138,15 @@ while time.time() - start < seconds:
         q = deep_term_frame() if rng.randrange(8) == 0 else query()
         limit = rng.choice([None, None, 4, 10**6, 10**12])
         opts = {"array_limit": limit} if limit else {}
-        q.run(conn, **opts)
+        run_bounded(q, opts)
         kinds["answered"] += 1
     except r.ReqlDriverError as e:
-        # The connection broke: only acceptable if the server is still there.
+        # The connection broke (or its time was up): the server must still be there.
         kinds["driver:" + str(e)[:40]] += 1
+        conn = r.connect(port=port, timeout=30)
+    except AttributeError:
+        # The driver closing a socket that another thread is reading (its own race).
+        kinds["closed while reading"] += 1
         conn = r.connect(port=port, timeout=30)
     except RecursionError:
         kinds["client recursion limit"] += 1
