@@ -109,30 +109,26 @@ pub fn set_core_limit_bytes(n: u64) {
 /// Called by the global allocator for every allocation. Never allocates.
 #[inline]
 pub fn on_alloc(bytes: usize) {
+    charge(bytes as i64);
+}
+
+/// Called by the global allocator for every free. Never allocates.
+#[inline]
+pub fn on_dealloc(bytes: usize) {
+    charge(-(bytes as i64));
+}
+
+/// Adds `delta` bytes to the current fiber's meter and its thread's total.
+#[inline]
+fn charge(delta: i64) {
     let _ = CURRENT.try_with(|c| {
         let p = c.get();
         if !p.is_null() {
             // SAFETY: `enter` sets the pointer only while the Control is alive (the
             // fiber holding it runs), and clears it before the fiber is left.
             let ctl = unsafe { &*p };
-            ctl.metered_bytes
-                .set(ctl.metered_bytes.get() + bytes as i64);
-            let _ = THREAD_METERED.try_with(|t| t.set(t.get() + bytes as i64));
-        }
-    });
-}
-
-/// Called by the global allocator for every free. Never allocates.
-#[inline]
-pub fn on_dealloc(bytes: usize) {
-    let _ = CURRENT.try_with(|c| {
-        let p = c.get();
-        if !p.is_null() {
-            // SAFETY: as in `on_alloc`.
-            let ctl = unsafe { &*p };
-            ctl.metered_bytes
-                .set(ctl.metered_bytes.get() - bytes as i64);
-            let _ = THREAD_METERED.try_with(|t| t.set(t.get() - bytes as i64));
+            ctl.metered_bytes.set(ctl.metered_bytes.get() + delta);
+            let _ = THREAD_METERED.try_with(|t| t.set(t.get() + delta));
         }
     });
 }

@@ -212,7 +212,7 @@ pub fn pretty_capped(d: &Datum, max_bytes: usize) -> Result<String> {
 /// `write_pretty` that stops (returning false) once `out` is longer than `max`.
 fn write_pretty_capped(out: &mut String, d: &Datum, depth: usize, max: usize) -> bool {
     deep!(write_pretty_capped(out, d, depth, max));
-    if out.len() > max || depth > max {
+    if out.len() > max {
         return false;
     }
     match d {
@@ -248,7 +248,13 @@ fn write_pretty_capped(out: &mut String, d: &Datum, depth: usize, max: usize) ->
             indent(out, depth);
             out.push('}');
         }
-        _ => write_pretty(out, d, depth),
+        Datum::Binary(b) => {
+            let mut o = Object::new();
+            o.insert(REQL_TYPE.into(), Datum::str("BINARY"));
+            o.insert("data".into(), Datum::str(encode_base64(b)));
+            return write_pretty_capped(out, &Datum::object(o), depth, max);
+        }
+        _ => write_json(out, d),
     }
     out.len() <= max
 }
@@ -275,44 +281,7 @@ fn indent(out: &mut String, n: usize) {
 }
 
 fn write_pretty(out: &mut String, d: &Datum, depth: usize) {
-    deep!(write_pretty(out, d, depth));
-    match d {
-        Datum::Array(a) if !a.is_empty() => {
-            out.push_str("[\n");
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(",\n");
-                }
-                indent(out, depth + 1);
-                write_pretty(out, x, depth + 1);
-            }
-            out.push('\n');
-            indent(out, depth);
-            out.push(']');
-        }
-        Datum::Object(o) if !o.is_empty() => {
-            out.push_str("{\n");
-            for (i, (k, v)) in o.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(",\n");
-                }
-                indent(out, depth + 1);
-                write_str(out, k);
-                out.push_str(":\t");
-                write_pretty(out, v, depth + 1);
-            }
-            out.push('\n');
-            indent(out, depth);
-            out.push('}');
-        }
-        Datum::Binary(b) => {
-            let mut o = Object::new();
-            o.insert(REQL_TYPE.into(), Datum::str("BINARY"));
-            o.insert("data".into(), Datum::str(encode_base64(b)));
-            write_pretty(out, &Datum::object(o), depth);
-        }
-        _ => write_json(out, d),
-    }
+    write_pretty_capped(out, d, depth, usize::MAX);
 }
 
 /// A scalar or pseudo-type datum as a serde_json value (its wire JSON).
